@@ -1,0 +1,114 @@
+"""Find, inspect and execute the book's chapters (jupytext MyST notebooks) with papermill.
+
+A chapter is a MyST-Markdown notebook under ``book/`` with a ``kernelspec`` in its front
+matter, a code cell tagged ``parameters``, and (optionally) a ``smoke:`` mapping in its
+front matter: the small parameters that make it run in about a minute, used by the tests.
+
+Used by the tests (every chapter runs with its smoke parameters) and by ``python -m ttscale``.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import yaml
+
+__all__ = ["ROOT", "BOOK", "chapter_path", "chapters", "front_matter", "smoke_parameters",
+           "default_parameters", "execute"]
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOK = ROOT / "book"
+
+
+def chapter_path(name) -> Path:
+    """Resolve ``intro``, ``intro.md`` or ``book/intro.md`` to the chapter's source file."""
+    p = Path(name)
+    candidates = [p, ROOT / p, BOOK / p, BOOK / f"{p}.md", ROOT / f"{p}.md"]
+    for c in candidates:
+        if c.is_file() and c.suffix == ".md":
+            return c.resolve()
+    raise ValueError(f"chapter must name a notebook in book/ (one of {', '.join(chapters())}), got {str(name)!r}")
+
+
+def chapters() -> list[str]:
+    """Names of the executable chapters, in table-of-contents order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for c in _walk(toc)]
+    out = []
+    for f in files:
+        path = ROOT / f"{f}.md"
+        if path.is_file() and "kernelspec" in front_matter(path):
+            out.append(Path(f).name)
+    return out
+
+
+def _walk(node):
+    for key in ("parts", "chapters", "sections"):
+        for child in node.get(key, []) or []:
+            if "file" in child:
+                yield child
+            yield from _walk(child)
+
+
+def front_matter(path) -> dict:
+    """The YAML front matter of a chapter (empty dict if it has none)."""
+    text = Path(path).read_text()
+    if not text.startswith("---"):
+        return {}
+    end = text.index("\n---", 3)
+    return yaml.safe_load(text[3:end]) or {}
+
+
+def smoke_parameters(name) -> dict:
+    """The chapter's ``smoke:`` parameters (front matter); {} if it declares none."""
+    return dict(front_matter(chapter_path(name)).get("smoke") or {})
+
+
+def default_parameters(name) -> dict:
+    """Name → default value of every assignment in the chapter's ``parameters`` cell."""
+    import jupytext
+
+    nb = jupytext.read(chapter_path(name))
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            out = {}
+            for node in tree.body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    out[node.targets[0].id] = ast.literal_eval(node.value)
+            return out
+    raise ValueError(f"chapter {name!r} has no code cell tagged 'parameters'")
+
+
+def execute(name, parameters: dict | None = None, *, smoke: bool = False, output=None, progress: bool = False):
+    """Execute a chapter with papermill and return the executed notebook.
+
+    ``smoke=True`` starts from the chapter's smoke parameters; ``parameters`` override.
+    The kernel runs in the chapter's folder, as in the book build. ``output`` (a path) keeps
+    the executed ``.ipynb``; otherwise it goes to a temporary file.
+    """
+    import jupytext
+    import nbformat
+    import papermill as pm
+    import tempfile
+
+    path = chapter_path(name)
+    params = smoke_parameters(path) if smoke else {}
+    params.update(parameters or {})
+    nb = jupytext.read(path)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(output) if output is not None else Path(tmp) / f"{path.stem}.ipynb"
+        env_before = os.environ.get("TTSCALE_QUIET")
+        os.environ["TTSCALE_QUIET"] = "1"  # chapters keep progress bars quiet under papermill
+        try:
+            pm.execute_notebook(nb, str(out), parameters=params, kernel_name="python3",
+                                cwd=str(path.parent), progress_bar=progress, log_output=False)
+        finally:
+            if env_before is None:
+                os.environ.pop("TTSCALE_QUIET", None)
+            else:
+                os.environ["TTSCALE_QUIET"] = env_before
+        return nbformat.read(str(out), as_version=4)

@@ -1,0 +1,122 @@
+"""Feature covariances used throughout the book: spectra ("skills") and rotations.
+
+A covariance Λ = U diag(λ) Uᵀ: the eigenvectors are the *skills*, the eigenvalues
+how strongly the data exercise them (paper.md section 5). Everything random here is
+seeded, so the same arguments always give the same matrix.
+
+Used in {ref}`sec-intro`, {ref}`sec-pseudo-newton`, {ref}`sec-hardness`,
+{ref}`sec-overthinking` and {ref}`sec-task-selection`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+
+__all__ = [
+    "identity",
+    "power_law_spectrum",
+    "power_law",
+    "missing_skills",
+    "random_rotation",
+    "from_spectrum",
+    "spectrum",
+]
+
+NORMALISATIONS = ("trace", "max")
+
+
+def identity(d: int) -> np.ndarray:
+    """The isotropic covariance I_d (Hard = d, the easiest task). Used in {ref}`sec-intro`."""
+    d = checks.positive_int(d, "d")
+    return np.eye(d)
+
+
+def power_law_spectrum(d: int, alpha: float, normalise: str = "trace") -> np.ndarray:
+    """Eigenvalues λ_i ∝ i^(−α), i = 1…d, in decreasing order.
+
+    ``normalise="trace"`` scales them so that Σ λ_i = d (the book's default, paper.md
+    section 5); ``normalise="max"`` sets λ_1 = 1 (the alternative the overthinking chapter
+    compares). α = 0 gives the identity. Used in {ref}`sec-hardness`.
+    """
+    d = checks.positive_int(d, "d")
+    alpha = checks.finite_real(alpha, "alpha")
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0 (a decaying spectrum), got {alpha!r}")
+    checks.one_of(normalise, NORMALISATIONS, "normalise")
+    lam = np.arange(1, d + 1, dtype=np.float64) ** (-alpha)
+    if normalise == "trace":
+        lam *= d / lam.sum()
+    else:
+        lam /= lam[0]
+    return lam
+
+
+def random_rotation(d: int, seed: int) -> np.ndarray:
+    """A Haar-distributed random orthogonal d x d matrix, reproducible from ``seed``.
+
+    QR of a Gaussian matrix with the signs of R's diagonal moved into Q (Mezzadri 2007),
+    which makes the distribution exactly Haar. Used in {ref}`sec-task-selection`.
+    """
+    d = checks.positive_int(d, "d")
+    seed = checks.seed(seed)
+    g = np.random.default_rng(seed).standard_normal((d, d))
+    q, r = np.linalg.qr(g)
+    return q * np.sign(np.diag(r))
+
+
+def from_spectrum(eigenvalues, U=None) -> np.ndarray:
+    """Λ = U diag(eigenvalues) Uᵀ (U = I when omitted). Eigenvalues must be finite and >= 0."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    if lam.ndim != 1 or lam.size == 0:
+        raise ValueError(f"eigenvalues must be a non-empty 1-d array, got shape {lam.shape}")
+    if not np.all(np.isfinite(lam)):
+        raise ValueError("eigenvalues must be finite (no NaN or inf)")
+    if lam.min() < 0:
+        raise ValueError(f"eigenvalues must be >= 0 (a covariance is PSD), got minimum {lam.min():.3g}")
+    if U is None:
+        return np.diag(lam)
+    U = np.asarray(U, dtype=np.float64)
+    d = lam.size
+    if U.shape != (d, d):
+        raise ValueError(f"U must be {d} x {d} to match the {d} eigenvalues, got shape {U.shape}")
+    if not np.allclose(U.T @ U, np.eye(d), atol=1e-8):
+        raise ValueError("U must be orthogonal (UᵀU = I)")
+    cov = (U * lam) @ U.T
+    return (cov + cov.T) / 2
+
+
+def power_law(d: int, alpha: float, *, rotate: bool = False, seed: int = 0, normalise: str = "trace") -> np.ndarray:
+    """Power-law covariance: spectrum :func:`power_law_spectrum`, optionally in a random eigenbasis.
+
+    With ``rotate=False`` the matrix is diagonal (skills aligned with the coordinates);
+    with ``rotate=True`` its eigenvectors are :func:`random_rotation` ``(d, seed)``.
+    Hard(Λ) for d = 20 and tr = d: 24.16, 33.97, 51.75, 71.95 at α = 0.2, 0.5, 0.8, 1.0.
+    Used in {ref}`sec-pseudo-newton` and {ref}`sec-hardness`.
+    """
+    lam = power_law_spectrum(d, alpha, normalise)
+    if not isinstance(rotate, (bool, np.bool_)):
+        raise ValueError(f"rotate must be True or False, got {rotate!r}")
+    U = random_rotation(d, seed) if rotate else None
+    return from_spectrum(lam, U)
+
+
+def missing_skills(d: int, r: int, level: float = 1.0) -> np.ndarray:
+    """diag(level × (d − r), 0 × r): the last ``r`` skills never appear in the data.
+
+    Singular when r > 0, so its hardness is infinite. Used in {ref}`sec-overthinking`.
+    """
+    d = checks.positive_int(d, "d")
+    r = checks.nonnegative_int(r, "r")
+    if r >= d:
+        raise ValueError(f"r (missing skills) must be < d = {d}, got {r}")
+    level = checks.positive_real(level, "level")
+    lam = np.concatenate([np.full(d - r, level), np.zeros(r)])
+    return np.diag(lam)
+
+
+def spectrum(Lam) -> np.ndarray:
+    """Eigenvalues of a covariance, in decreasing order. Used in {ref}`sec-hardness`."""
+    Lam = checks.covariance(Lam, "Lam")
+    return np.linalg.eigvalsh(Lam)[::-1].copy()

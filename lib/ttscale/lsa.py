@@ -1,0 +1,139 @@
+"""The one-layer linear self-attention (LSA) model and its test-time CoT rollout (torch).
+
+    f(Z) = Z + V Z (Zᵀ W Z) / N,    V, W ∈ R^{(2d+2)×(2d+2)}
+
+with N the number of (x, y) example columns in Z (n in training, m at test; paper.md
+section 2). The estimate ŵ is the w-slot of the last column of f(Z). Test-time chain
+of thought appends that output column to Z as a new token and runs f again.
+
+Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checks, theory
+from .prompts import embed
+
+__all__ = ["Blocks", "blocks", "LSA", "closed_form", "structured_W", "rollout"]
+
+
+class Blocks(NamedTuple):
+    """Row/column index ranges of the embedding: x-rows, y-row, w-rows, 1-row."""
+
+    x: slice
+    y: int
+    w: slice
+    one: int
+
+
+def blocks(d: int) -> Blocks:
+    """Where each part of a token sits: x in rows 0…d−1, y in row d, ŵ in d+1…2d, 1 in row 2d+1."""
+    d = checks.positive_int(d, "d")
+    return Blocks(slice(0, d), d, slice(d + 1, 2 * d + 1), 2 * d + 1)
+
+
+class LSA(nn.Module):
+    """One-layer linear self-attention with full (2d+2)×(2d+2) matrices ``V`` and ``W``.
+
+    ``V`` and ``W`` start at zero unless given. ``train_W=False`` freezes ``W`` (the
+    paper's training keeps it at its structure; only ``V`` is learned).
+    Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
+    """
+
+    def __init__(self, d: int, V=None, W=None, *, train_W: bool = True, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        self.d = checks.positive_int(d, "d")
+        D = 2 * self.d + 2
+
+        def param(M, name):
+            if M is None:
+                return torch.zeros(D, D, dtype=dtype)
+            M = torch.as_tensor(M, dtype=dtype).clone()
+            if M.shape != (D, D):
+                raise ValueError(f"{name} must be (2d+2) x (2d+2) = {D} x {D} for d = {self.d}, got {tuple(M.shape)}")
+            if not torch.isfinite(M).all():
+                raise ValueError(f"{name} must have finite entries")
+            return M
+
+        self.V = nn.Parameter(param(V, "V"))
+        self.W = nn.Parameter(param(W, "W"), requires_grad=bool(train_W))
+
+    def forward(self, Z: torch.Tensor, n_examples: int, last_only: bool = False) -> torch.Tensor:
+        """f(Z) = Z + V Z (Zᵀ W Z) / N with N = ``n_examples``; Z is (batch, 2d+2, T).
+
+        ``last_only=True`` returns only the last column of f(Z), (batch, 2d+2), computed as
+        z_T + V Z (Zᵀ W z_T) / N — the same numbers as the full output's last column at
+        O(T d²) instead of O(T² d) cost.
+        """
+        N = checks.positive_int(n_examples, "n_examples")
+        if Z.ndim != 3 or Z.shape[1] != 2 * self.d + 2:
+            raise ValueError(f"Z must have shape (batch, 2d+2 = {2 * self.d + 2}, T), got {tuple(Z.shape)}")
+        if last_only:
+            z = Z[:, :, -1]
+            scores = torch.einsum("bjt,jk,bk->bt", Z, self.W, z)  # (Zᵀ W z_T)
+            return z + torch.einsum("ij,bjt,bt->bi", self.V, Z, scores) / N
+        scores = Z.transpose(1, 2) @ self.W @ Z  # Zᵀ W Z, (batch, T, T)
+        return Z + self.V @ Z @ scores / N
+
+    def predict(self, Z: torch.Tensor, n_examples: int) -> torch.Tensor:
+        """ŵ: the w-slot of f(Z)'s last column, (batch, d)."""
+        return self.forward(Z, n_examples, last_only=True)[:, blocks(self.d).w]
+
+
+def structured_W(d: int, c: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """W with c·I_d in block (x-rows, w-columns), −c at (y-row, 1-column), zero elsewhere.
+
+    Then z_jᵀ W z_T = c(⟨x_j, ŵ⟩ − y_j): each example attends with its residual.
+    Used in {ref}`sec-pseudo-newton`.
+    """
+    c = checks.positive_real(c, "c")
+    b = blocks(d)
+    W = torch.zeros(2 * d + 2, 2 * d + 2, dtype=dtype)
+    W[b.x, b.w] = c * torch.eye(d, dtype=dtype)
+    W[b.y, b.one] = -c
+    return W
+
+
+def closed_form(Lam, n_train: int, c: float = 1.0, dtype: torch.dtype = torch.float64) -> LSA:
+    """The LSA at the optimum of Theorem 3.1: W = :func:`structured_W`, V_{w,x} = −Γ⁻¹/c.
+
+    Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
+    """
+    c = checks.positive_real(c, "c")
+    G_inv = np.linalg.inv(theory.gamma(Lam, n_train))
+    d = G_inv.shape[0]
+    b = blocks(d)
+    V = torch.zeros(2 * d + 2, 2 * d + 2, dtype=dtype)
+    V[b.w, b.x] = torch.as_tensor(-G_inv / c, dtype=dtype)
+    return LSA(d, V, structured_W(d, c, dtype), train_W=False, dtype=dtype)
+
+
+@torch.no_grad()
+def rollout(model: LSA, X: torch.Tensor, y: torch.Tensor, k: int, *, last_only: bool = True) -> torch.Tensor:
+    """Test-time chain of thought, batched: returns ŵ_0 … ŵ_k, shape (batch, k+1, d).
+
+    Starts from the embedding with ŵ_0 = 0; each application runs the model on the whole
+    current token sequence, takes the last output column (0; 0; ŵ_i; 1) and *appends it
+    to Z as a new token*. N stays the number of example columns m throughout.
+    ``last_only=False`` recomputes the full f(Z) each step (slower, same numbers).
+    Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
+    """
+    k = checks.nonnegative_int(k, "k")
+    if X.shape[1] != model.d:
+        raise ValueError(f"X has feature dimension {X.shape[1]}, but the model has d = {model.d}")
+    m = X.shape[2]
+    Z = embed(X.to(model.V.dtype), y.to(model.V.dtype))
+    w = blocks(model.d).w
+    estimates = [Z[:, w, -1]]
+    for _ in range(k):  # k sequential model applications (a chain, not a batch)
+        out = model(Z, m, last_only=last_only)
+        last = out if last_only else out[:, :, -1]
+        Z = torch.cat([Z, last[:, :, None]], dim=2)
+        estimates.append(last[:, w])
+    return torch.stack(estimates, dim=1)

@@ -1,0 +1,107 @@
+"""Training the LSA by gradient descent on freshly sampled prompts (torch).
+
+The paper's training objective (no chain of thought) is
+½ E‖f(Z)[:, −1] − (0_d; 0; w; 1)‖² over prompts of length n. With ``W`` held at its
+structure this is a convex quadratic in ``V`` (paper.md section 2), so any standard
+optimiser started at V = 0 should reach −Γ⁻¹/c; the book checks that it does.
+
+A *sampler* maps a step index to a batch: either one :class:`~ttscale.prompts.Prompts`
+(all prompts of one length) or a list of them (e.g. a mixture of task types with different
+prompt lengths; the loss then averages over all prompts of all groups).
+Used in {ref}`sec-pseudo-newton` and {ref}`sec-task-selection`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from . import checks, prompts
+from .lsa import LSA, blocks
+from .progress import bar
+
+__all__ = ["target_column", "lsa_loss", "prompt_sampler", "History", "train_lsa"]
+
+
+def target_column(w: torch.Tensor) -> torch.Tensor:
+    """(0_d; 0; w; 1): the column the model's last output should equal, (batch, 2d+2)."""
+    return prompts.estimate_token(w)[:, :, 0]
+
+
+def _groups(batch) -> list:
+    return [batch] if isinstance(batch, prompts.Prompts) else list(batch)
+
+
+def lsa_loss(model: LSA, batch) -> torch.Tensor:
+    """½ mean over prompts of ‖f(Z)[:, −1] − (0; 0; w; 1)‖² (ŵ_0 = 0, N = prompt length)."""
+    groups = _groups(batch)
+    total = sum(g.X.shape[0] for g in groups)
+    loss = 0.0
+    for g in groups:  # one group per prompt length; each group is a vectorised batch
+        Z = prompts.embed(g.X.to(model.V.dtype), g.y.to(model.V.dtype))
+        out = model(Z, g.X.shape[2], last_only=True)
+        loss = loss + 0.5 * ((out - target_column(g.w.to(model.V.dtype))) ** 2).sum()
+    return loss / total
+
+
+def prompt_sampler(Lam, n_train: int, batch: int, seed: int = 0) -> Callable[[int], prompts.Prompts]:
+    """step ↦ a fresh batch from the ``train`` stream of ``seed`` (the same step, the same batch)."""
+    Lam = checks.covariance(Lam, "Lam")
+    n_train = checks.positive_int(n_train, "n_train")
+    batch = checks.positive_int(batch, "batch")
+    seed = checks.seed(seed)
+    return lambda step: prompts.sample(Lam, n_train, batch, seed=seed, stream="train", step=step)
+
+
+class History(NamedTuple):
+    """Per-step training loss, and copies of V at the recorded steps."""
+
+    loss: np.ndarray
+    steps: np.ndarray
+    V: np.ndarray  # (len(steps), 2d+2, 2d+2)
+
+
+def train_lsa(
+    model: LSA,
+    sampler: Callable[[int], object],
+    steps: int,
+    lr: float = 0.01,
+    *,
+    optimizer: str = "adam",
+    record_every: int = 0,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` in place for ``steps`` steps; returns the :class:`History`.
+
+    ``optimizer`` is ``"adam"`` or ``"sgd"``. ``record_every > 0`` stores V every that many
+    steps (and at step 0 and the end) so a chapter can plot its distance to −Γ⁻¹/c.
+    Deterministic given the sampler's seed: the optimiser has no randomness of its own.
+    """
+    steps = checks.nonnegative_int(steps, "steps")
+    lr = checks.positive_real(lr, "lr")
+    checks.one_of(optimizer, ("adam", "sgd"), "optimizer")
+    record_every = checks.nonnegative_int(record_every, "record_every")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+    losses = np.empty(steps)
+    rec_steps, rec_V = [], []
+
+    def record(t):
+        rec_steps.append(t)
+        rec_V.append(model.V.detach().cpu().numpy().copy())
+
+    if record_every:
+        record(0)
+    for t in bar(range(steps), desc="training LSA") if progress else range(steps):
+        opt.zero_grad()
+        loss = lsa_loss(model, sampler(t))
+        loss.backward()
+        opt.step()
+        losses[t] = loss.item()
+        if record_every and ((t + 1) % record_every == 0 or t + 1 == steps) and (not rec_steps or rec_steps[-1] != t + 1):
+            record(t + 1)
+    D = 2 * model.d + 2
+    V = np.stack(rec_V) if rec_V else np.empty((0, D, D))
+    return History(losses, np.asarray(rec_steps, dtype=np.int64), V)
