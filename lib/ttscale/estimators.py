@@ -37,9 +37,10 @@ def preconditioned_steps(X: torch.Tensor, y: torch.Tensor, P, k: int) -> torch.T
     Xy = torch.einsum("bdn,bn->bd", X, y) / m
     w_hat = X.new_zeros(b, d)
     out = [w_hat]
+    spec = "ij,bj->bi" if P.ndim == 2 else "bij,bj->bi"  # one P for all prompts, or one each
     for _ in range(k):  # sequential steps of one recursion, each vectorised over the batch
         grad = torch.einsum("bij,bj->bi", S, w_hat) - Xy
-        w_hat = w_hat - torch.einsum("...ij,bj->bi", P, grad)
+        w_hat = w_hat - torch.einsum(spec, P, grad)
         out.append(w_hat)
     return torch.stack(out, dim=1)
 

@@ -76,8 +76,9 @@ class LSA(nn.Module):
             raise ValueError(f"Z must have shape (batch, 2d+2 = {2 * self.d + 2}, T), got {tuple(Z.shape)}")
         if last_only:
             z = Z[:, :, -1]
-            scores = torch.einsum("bjt,jk,bk->bt", Z, self.W, z)  # (Zᵀ W z_T)
-            return z + torch.einsum("ij,bjt,bt->bi", self.V, Z, scores) / N
+            scores = torch.einsum("bjt,bj->bt", Z, z @ self.W.T)  # Zᵀ (W z_T): one score per token
+            mixed = torch.einsum("bjt,bt->bj", Z, scores)  # Z (Zᵀ W z_T)
+            return z + mixed @ self.V.T / N  # multiply by V last: O(T d + d²) per prompt
         scores = Z.transpose(1, 2) @ self.W @ Z  # Zᵀ W Z, (batch, T, T)
         return Z + self.V @ Z @ scores / N
 

@@ -1,0 +1,36 @@
+# The book's two front-door commands: `make book` and `make test`. Both bootstrap .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+
+.PHONY: book test check-render bench clean help
+
+help:
+	@echo "make book          build the executed book into _build/html (strict: warnings are errors)"
+	@echo "make test          unit tests + every chapter run with its smoke parameters"
+	@echo "make check-render  headless-Chromium checks of the built book (after make book)"
+	@echo "make bench         speed benchmarks (benchmarks/)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build -W -n --keep-going .
+	@echo "open _build/html/index.html"
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -m "not browser" --durations=15
+
+check-render: $(STAMP)
+	$(PY) -m pytest -m browser -p no:xdist
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_core.py
+
+clean:
+	rm -rf _build

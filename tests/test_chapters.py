@@ -1,0 +1,38 @@
+"""Every chapter of the book runs end to end with its smoke parameters (papermill).
+
+A chapter that raises in any cell fails here, so ``make test`` catches what the book build
+would. The bad-parameter test checks the promise that a nonsensical parameter stops a chapter
+at its top with the library's sentence.
+"""
+
+import pytest
+
+from ttscale import chapters
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", chapters.chapters())
+def test_chapter_runs_with_smoke_parameters(name, tmp_path):
+    nb = chapters.execute(name, smoke=True, output=tmp_path / f"{name}.ipynb")
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    assert chapters.smoke_parameters(name), f"chapter {name} declares no smoke parameters"
+
+
+def test_every_chapter_declares_its_parameters():
+    for name in chapters.chapters():
+        params = chapters.default_parameters(name)
+        assert "seed" in params, f"{name}: no seed parameter"
+        unknown = set(chapters.smoke_parameters(name)) - set(params)
+        assert not unknown, f"{name}: smoke parameters {unknown} are not in its parameters cell"
+
+
+def test_bad_parameter_stops_intro_with_library_message():
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        chapters.execute("intro", {"m_test": 0}, smoke=True)
+    assert "m_test must be an integer >= 1" in str(info.value)
+    # ...and it stops in the validation cell, before any simulation
+    assert info.value.exec_count <= 3

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from ttscale import checks
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, 2.5, "3", True, None])
+def test_positive_int_rejects(bad):
+    with pytest.raises(ValueError, match="n_train must be an integer >= 1"):
+        checks.positive_int(bad, "n_train")
+
+
+def test_positive_int_accepts_numpy_ints():
+    assert checks.positive_int(np.int64(3), "n") == 3
+
+
+@pytest.mark.parametrize("bad", [-1, 1.0, [1, -2], np.array([0.5]), True])
+def test_steps_rejects(bad):
+    with pytest.raises(ValueError, match="k must"):
+        checks.steps(bad, "k")
+
+
+def test_steps_shapes():
+    assert checks.steps(3).ndim == 0
+    assert checks.steps([0, 1, 2]).shape == (3,)
+
+
+@pytest.mark.parametrize(
+    "matrix, rule",
+    [
+        (np.ones((2, 3)), "square"),
+        (np.array([[1.0, 2.0], [0.0, 1.0]]), "symmetric"),
+        (np.array([[1.0, 0.0], [0.0, -1.0]]), "positive semi-definite"),
+        (np.array([[1.0, np.nan], [np.nan, 1.0]]), "finite"),
+        (np.array([[1.0, np.inf], [np.inf, 1.0]]), "finite"),
+        (np.zeros((0, 0)), "non-empty"),
+    ],
+)
+def test_covariance_rules(matrix, rule):
+    with pytest.raises(ValueError, match=rule) as info:
+        checks.covariance(matrix, "Sigma")
+    assert "Sigma" in str(info.value)
+
+
+def test_covariance_definite_and_dimension():
+    singular = np.diag([1.0, 0.0])
+    checks.covariance(singular)  # PSD is fine
+    with pytest.raises(ValueError, match="positive definite"):
+        checks.covariance(singular, definite=True)
+    with pytest.raises(ValueError, match="3 x 3"):
+        checks.covariance(np.eye(2), "Sigma", d=3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, "x", True])
+def test_finite_real(bad):
+    with pytest.raises(ValueError, match="lr must"):
+        checks.finite_real(bad, "lr")
+
+
+def test_positive_real_and_one_of():
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        checks.positive_real(0.0, "lr")
+    with pytest.raises(ValueError, match="stream must be one of"):
+        checks.one_of("x", ("a", "b"), "stream")

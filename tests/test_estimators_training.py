@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from ttscale import covariances as cv
+from ttscale import estimators, lsa, prompts, theory, training
+
+
+def test_preconditioned_steps_newton_converges_to_truth():
+    # Noiseless, m > d: exact Newton with P = Ŝ⁻¹ recovers w in one step.
+    P = prompts.sample(cv.identity(4), 30, 16, seed=0)
+    S_inv = torch.linalg.inv(prompts.sample_covariance(P.X))
+    out = estimators.preconditioned_steps(P.X, P.y, S_inv, 2)
+    assert (out[:, 1] - P.w).abs().max() < 1e-9
+
+
+def test_preconditioned_steps_bad_P():
+    P = prompts.sample(cv.identity(4), 5, 2, seed=0)
+    with pytest.raises(ValueError, match="P must be"):
+        estimators.preconditioned_steps(P.X, P.y, torch.eye(3), 1)
+
+
+def test_loss_at_closed_form_equals_theory():
+    # ½ E‖f(Z)_last − (0;0;w;1)‖² = ½ ‖I − Γ⁻¹Λ‖² + ½ (finite-n variance) = ½ one_step_error(n = m)
+    L = cv.power_law(4, 0.6)
+    n = 8
+    model = lsa.closed_form(L, n)
+    batch = prompts.sample(L, n, 100_000, seed=1)
+    loss = training.lsa_loss(model, batch).item()
+    assert loss == pytest.approx(0.5 * theory.one_step_error(L, n, n), rel=0.02)
+
+
+def test_training_reaches_gamma_inverse_and_is_deterministic():
+    d, n = 3, 10
+    L = cv.power_law(d, 0.5)
+    runs = []
+    for _ in range(2):
+        model = lsa.LSA(d, W=lsa.structured_W(d), train_W=False)
+        h = training.train_lsa(model, training.prompt_sampler(L, n, 256, seed=0), 400, lr=0.02,
+                               record_every=100, progress=False)
+        runs.append((model.V.detach().clone(), h))
+    assert torch.equal(runs[0][0], runs[1][0])
+    b = lsa.blocks(d)
+    learned = runs[0][0].numpy()[b.w, b.x]
+    target = -np.linalg.inv(theory.gamma(L, n))
+    dist = [np.linalg.norm(V[b.w, b.x] - target) for V in runs[0][1].V]
+    assert dist[-1] < 0.25 * dist[0]
+    assert np.abs(learned - target).max() < 0.1
+    assert list(runs[0][1].steps) == [0, 100, 200, 300, 400]
+
+
+def test_mixture_batches_and_bad_args():
+    L = cv.identity(3)
+    model = lsa.closed_form(L, 5)
+    mix = [prompts.sample(L, 5, 4, seed=0), prompts.sample(L, 9, 2, seed=1)]
+    separate = [training.lsa_loss(model, g).item() for g in mix]
+    assert training.lsa_loss(model, mix).item() == pytest.approx((4 * separate[0] + 2 * separate[1]) / 6)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        training.train_lsa(model, training.prompt_sampler(L, 5, 4), 1, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        training.train_lsa(model, training.prompt_sampler(L, 5, 4), 1, lr=-1.0)

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from ttscale import covariances as cv
+from ttscale import estimators, lsa, prompts, theory
+
+
+def test_forward_matches_formula_and_last_only():
+    torch.manual_seed(0)
+    d = 3
+    model = lsa.LSA(d, V=torch.randn(8, 8), W=torch.randn(8, 8))
+    Z = torch.randn(4, 8, 6, dtype=torch.float64)
+    full = model(Z, 5)
+    manual = Z + model.V @ Z @ (Z.transpose(1, 2) @ model.W @ Z) / 5
+    assert torch.allclose(full, manual)
+    assert torch.allclose(model(Z, 5, last_only=True), full[:, :, -1])
+
+
+def test_closed_form_blocks():
+    L = cv.power_law(4, 0.5, rotate=True, seed=0)
+    m = lsa.closed_form(L, 10, c=2.0)
+    b = lsa.blocks(4)
+    V, W = m.V.detach().numpy(), m.W.detach().numpy()
+    assert np.allclose(V[b.w, b.x], -np.linalg.inv(theory.gamma(L, 10)) / 2.0)
+    assert np.count_nonzero(V) == 16
+    assert np.allclose(W[b.x, b.w], 2.0 * np.eye(4)) and W[b.y, b.one] == -2.0
+    assert np.count_nonzero(W) == 5
+    assert not m.W.requires_grad
+
+
+def test_rollout_appends_tokens_and_equals_recursion():
+    L = cv.power_law(5, 0.8, rotate=True, seed=1)
+    P = prompts.sample(L, 12, 64, seed=3, stream="test")
+    model = lsa.closed_form(L, 20)
+    r = lsa.rollout(model, P.X, P.y, 6)
+    assert r.shape == (64, 7, 5)
+    assert torch.all(r[:, 0] == 0)
+    full = lsa.rollout(model, P.X, P.y, 6, last_only=False)
+    assert torch.allclose(r, full, atol=1e-12)
+    rec = estimators.pseudo_newton(P.X, P.y, L, 20, 6)
+    assert (r - rec).abs().max() < 1e-10
+    # independent closed form: w_k - w = -(I - Γ^{-1} S)^k w
+    G_inv = torch.as_tensor(np.linalg.inv(theory.gamma(L, 20)))
+    S = prompts.sample_covariance(P.X)
+    M = torch.eye(5, dtype=torch.float64) - G_inv @ S
+    closed = P.w - torch.einsum("bij,bj->bi", torch.linalg.matrix_power(M, 6), P.w)
+    assert (r[:, 6] - closed).abs().max() < 1e-10
+
+
+def test_rollout_really_uses_appended_tokens():
+    # A W that lets appended estimate tokens attend changes the output: the tokens are there.
+    L = np.eye(3)
+    P = prompts.sample(L, 10, 8, seed=0)
+    model = lsa.closed_form(L, 10)
+    base = lsa.rollout(model, P.X, P.y, 3)
+    b = lsa.blocks(3)
+    with torch.no_grad():
+        model.V[b.w, b.w] = 0.1 * torch.eye(3, dtype=torch.float64)
+        model.W[b.w, b.w] = torch.eye(3, dtype=torch.float64)
+    changed = lsa.rollout(model, P.X, P.y, 3)
+    assert torch.allclose(base[:, 1], changed[:, 1])  # first application has no estimate tokens but ŵ_0 = 0
+    assert not torch.allclose(base[:, 3], changed[:, 3])
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="V must be"):
+        lsa.LSA(3, V=torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="Z must have shape"):
+        lsa.LSA(3)(torch.zeros(1, 5, 2), 1)
+    with pytest.raises(ValueError, match="n_examples must be"):
+        lsa.LSA(3)(torch.zeros(1, 8, 2), 0)
+    with pytest.raises(ValueError, match="c must be > 0"):
+        lsa.closed_form(np.eye(3), 5, c=0.0)
+    P = prompts.sample(np.eye(4), 5, 2)
+    with pytest.raises(ValueError, match="feature dimension"):
+        lsa.rollout(lsa.closed_form(np.eye(3), 5), P.X, P.y, 2)
+    with pytest.raises(ValueError, match="k must be an integer >= 0"):
+        lsa.rollout(lsa.closed_form(np.eye(4), 5), P.X, P.y, -1)

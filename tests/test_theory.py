@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+
+from ttscale import covariances as cv
+from ttscale import theory
+
+
+def test_gamma_formula():
+    L = cv.power_law(6, 0.8, rotate=True, seed=1)
+    n = 7
+    assert np.allclose(theory.gamma(L, n), (1 + 1 / n) * L + np.trace(L) / n * np.eye(6))
+
+
+def test_cot_error_isotropic_closed_form():
+    d, n = 20, 10
+    k = np.arange(6)
+    assert np.allclose(theory.cot_error(np.eye(d), n, k), d * ((d + 1) / (n + d + 1)) ** (2 * k))
+    assert theory.cot_error(np.eye(d), n, 0) == pytest.approx(d)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 5, 9])
+def test_cot_error_matches_matrix_power_for_noncommuting_sigma(k):
+    L = cv.power_law(8, 0.8, rotate=True, seed=2)
+    S = cv.power_law(8, 0.3, rotate=True, seed=5)
+    B = np.eye(8) - np.linalg.inv(theory.gamma(L, 12)) @ S
+    expected = np.linalg.norm(np.linalg.matrix_power(B, k), "fro") ** 2
+    assert theory.cot_error(L, 12, k, Sigma=S) == pytest.approx(expected, rel=1e-10)
+
+
+def test_cot_error_vectorised_shape_and_type():
+    L = cv.power_law(5, 0.5)
+    out = theory.cot_error(L, 10, np.arange(12).reshape(3, 4))
+    assert out.shape == (3, 4)
+    assert isinstance(theory.cot_error(L, 10, 3), float)
+    assert np.allclose(out.ravel(), [theory.cot_error(L, 10, int(k)) for k in range(12)])
+
+
+def test_overthinking_examples_of_brief():
+    # paper.md section 6 (derived independently there): missing skills and skewed training.
+    Lm = cv.missing_skills(20, 5)
+    assert np.allclose(theory.cot_error(Lm, 10, np.arange(4), np.eye(20)), [20, 6.24, 2.21, 0.82], atol=0.006)
+    assert np.allclose(theory.cot_error(Lm, 40, np.arange(4), np.eye(20)), [20, 15.11, 38.68, 107.18], atol=0.006)
+    e = theory.cot_error(cv.power_law(20, 1.0), 100, np.arange(21), np.eye(20))
+    assert e.argmin() == 5 and e.min() == pytest.approx(4.65, abs=0.005) and e[20] == pytest.approx(24.06, abs=0.005)
+
+
+def test_in_distribution_never_hurts():
+    # every rho_i < n/(n+1) < 1 in distribution: the error falls with k
+    for alpha in [0.0, 0.5, 1.5]:
+        e = theory.cot_error(cv.power_law(10, alpha, rotate=True, seed=0), 15, np.arange(30))
+        assert np.all(np.diff(e) < 0)
+
+
+def test_symmetrised_error_equals_exact_iff_commuting():
+    L = cv.power_law(6, 1.0)
+    S = np.diag(np.linspace(0.5, 2.0, 6))
+    k = np.arange(5)
+    assert np.allclose(theory.symmetrised_error(L, 9, k, S), theory.cot_error(L, 9, k, S))
+    Sr = cv.power_law(6, 0.3, rotate=True, seed=4)
+    assert not np.allclose(theory.symmetrised_error(L, 9, 3, Sr), theory.cot_error(L, 9, 3, Sr))
+
+
+def test_preconditioned_spectrum_missing_skills():
+    # Γ = (1+1/n) diag(1..,0..) + (15/n) I; on a missing direction μ = 1/(15/n) = n/15
+    mu = theory.preconditioned_spectrum(cv.missing_skills(20, 5), 40, np.eye(20))
+    assert mu.max() == pytest.approx(40 / 15)
+
+
+def test_one_step_error_against_monte_carlo():
+    rng = np.random.default_rng(0)
+    L = cv.power_law(4, 0.8, rotate=True, seed=3)
+    S = cv.power_law(4, 0.2, rotate=True, seed=6)
+    n, m, B = 6, 5, 200_000
+    A = np.linalg.inv(theory.gamma(L, n))
+    for Sigma in (None, S):
+        cov = L if Sigma is None else S
+        x = rng.multivariate_normal(np.zeros(4), cov, size=(B, m))  # (B, m, d)
+        w = rng.standard_normal((B, 4))
+        Shat = np.einsum("bmi,bmj->bij", x, x) / m
+        err = ((np.einsum("ij,bjk,bk->bi", A, Shat, w) - w) ** 2).sum(1)
+        exact = theory.one_step_error(L, n, m, Sigma)
+        assert abs(err.mean() - exact) < 5 * err.std() / np.sqrt(B)
+
+
+def test_one_step_error_tends_to_population():
+    L = cv.power_law(5, 0.6)
+    assert theory.one_step_error(L, 8, 10**9) == pytest.approx(theory.cot_error(L, 8, 1), rel=1e-6)
+
+
+def test_bounds_dominate_exact_and_are_tight_for_identity():
+    d = 10
+    ks = np.arange(8)
+    assert np.allclose(theory.cot_error_bound(np.eye(d), 15, ks), theory.cot_error(np.eye(d), 15, ks))
+    for alpha in [0.3, 0.8, 1.2]:
+        L = cv.power_law(d, alpha)
+        assert np.all(theory.cot_error_bound(L, 15, ks) >= theory.cot_error(L, 15, ks) - 1e-12)
+        for m in [5, 50, 500]:
+            assert theory.one_step_bound(L, 15, m) >= theory.one_step_error(L, 15, m)
+
+
+def test_smallest_n_train_against_closed_form():
+    d = 20
+    ks = np.array([1, 2, 3, 5, 10, 20])
+    got = theory.smallest_n_train(np.eye(d), ks, 1.0)
+    expected = np.ceil((d + 1) * (d ** (1 / (2 * ks)) - 1))  # d ((d+1)/(n+d+1))^{2k} <= 1
+    assert np.array_equal(got, expected)
+    assert list(got) == [73, 24, 14, 8, 4, 2]
+    assert np.isnan(theory.smallest_n_train(np.eye(d), 0, 1.0))
+
+
+def test_hardness_properties_and_singular_error():
+    L = cv.power_law(7, 0.9, rotate=True, seed=1)
+    assert theory.hardness(3.7 * L) == pytest.approx(theory.hardness(L))
+    assert theory.hardness(np.eye(7)) == pytest.approx(7)
+    assert theory.hardness(L) > 7
+    with pytest.raises(ValueError, match="infinite"):
+        theory.hardness(cv.missing_skills(5, 1))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="n_train must be an integer >= 1"):
+        theory.gamma(np.eye(3), 0)
+    with pytest.raises(ValueError, match="m_test must be an integer >= 1"):
+        theory.one_step_error(np.eye(3), 5, 0)
+    with pytest.raises(ValueError, match="k must be"):
+        theory.cot_error(np.eye(3), 5, -1)
+    with pytest.raises(ValueError, match="k must be"):
+        theory.cot_error(np.eye(3), 5, 1.5)
+    with pytest.raises(ValueError, match="Sigma must be 3 x 3"):
+        theory.cot_error(np.eye(3), 5, 1, Sigma=np.eye(4))
+    with pytest.raises(ValueError, match="Lam must be symmetric"):
+        theory.cot_error(np.array([[1.0, 1.0], [0.0, 1.0]]), 5, 1)
+    with pytest.raises(ValueError, match="Lam must be non-zero"):
+        theory.gamma(np.zeros((3, 3)), 5)
+    with pytest.raises(ValueError, match="target must be > 0"):
+        theory.smallest_n_train(np.eye(3), 1, 0.0)
