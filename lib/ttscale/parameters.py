@@ -1,0 +1,256 @@
+"""A chapter's parameters: names, defaults, meanings, and checking values a user passes.
+
+Every chapter has one code cell tagged ``parameters`` holding plain-literal assignments, each
+with its meaning as a trailing comment::
+
+    d = 20  # dimension of the inputs
+
+:func:`describe` reads that cell (without running anything); :func:`parse` turns the text a
+user typed (``-p d 40``) into a value of the default's type; :func:`resolve` checks a whole set
+of overrides, so that an unknown name or a value of the wrong type is rejected *before* a kernel
+starts (papermill alone would silently inject an unknown name). Used by ``python -m ttscale``
+(``params``, ``run`` and ``sweep``).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import math
+import tokenize
+from dataclasses import dataclass
+from typing import Any
+
+from . import chapters
+
+__all__ = ["Parameter", "describe", "parse", "check", "resolve", "split_values", "type_name"]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One knob of a chapter: its name, default value, meaning, and smoke value (if any)."""
+
+    name: str
+    default: Any
+    meaning: str = ""
+    smoke: Any = None
+    has_smoke: bool = False
+
+
+def _parameters_cell(name) -> str:
+    import jupytext
+
+    nb = jupytext.read(chapters.chapter_path(name))
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return cell.source
+    raise ValueError(f"chapter {str(name)!r} has no code cell tagged 'parameters'")
+
+
+def _comments(source: str) -> dict[int, tuple[str, bool]]:
+    """Line number -> (comment text, whether the comment is the whole line)."""
+    out = {}
+    lines = source.splitlines()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            row, col = tok.start
+            whole = not lines[row - 1][:col].strip()
+            out[row] = (tok.string.lstrip("#").strip(), whole)
+    return out
+
+
+def describe_source(source: str, smoke: dict | None = None) -> list[Parameter]:
+    """The parameters assigned in a parameters-cell ``source`` (see :func:`describe`)."""
+    tree = ast.parse(source)
+    comments = _comments(source)
+    smoke = smoke or {}
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target, value = node.targets[0].id, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            target, value = node.target.id, node.value
+        else:
+            continue
+        try:
+            default = ast.literal_eval(value)
+        except ValueError as exc:
+            raise ValueError(f"parameter {target!r} must be assigned a plain literal in the parameters cell") from exc
+        meaning = ""
+        for line in (node.end_lineno, node.lineno):  # trailing comment on the assignment
+            if line in comments and not comments[line][1]:
+                meaning = comments[line][0]
+                break
+        if not meaning:  # else whole-line comments directly above it
+            above, line = [], node.lineno - 1
+            while line in comments and comments[line][1]:
+                above.insert(0, comments[line][0])
+                line -= 1
+            meaning = " ".join(above)
+        out.append(Parameter(target, default, meaning, smoke.get(target), target in smoke))
+    return out
+
+
+def describe(name) -> list[Parameter]:
+    """The parameters of chapter ``name``, in the order of its parameters cell.
+
+    The meaning is the trailing ``# comment`` on the assignment's line (or, failing that, the
+    comment lines directly above it); the smoke value comes from the front matter ``smoke:``.
+    """
+    return describe_source(_parameters_cell(name), chapters.smoke_parameters(name))
+
+
+def type_name(default) -> str:
+    """A short name of the type a parameter's values must have."""
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, (list, tuple)):
+        kinds = {type_name(v) for v in default}
+        if len(kinds) == 1:
+            return f"list of {kinds.pop()}"
+        return "list"
+    if default is None:
+        return "any"
+    return type(default).__name__
+
+
+def check(name: str, default, value):
+    """``value`` converted to the type of ``default`` (int accepted for float), or ValueError.
+
+    bool must be bool; int must be an integer (not a bool, not 2.5); float accepts int and
+    float; str must be str; a list must be a list whose elements have the type of the default's
+    elements (when those share one type); a default of None accepts anything.
+    """
+    want = type_name(default)
+
+    def bad():
+        return ValueError(f"parameter {name!r} must be {_article(want)} {want} (default {default!r}), got {value!r}")
+
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        kinds = {type(v) for v in default}
+        if len(default) and len(kinds) == 1:
+            try:
+                return [check(name, default[0], v) for v in value]
+            except ValueError:
+                raise bad() from None
+        return list(value)
+    if isinstance(default, dict):
+        if isinstance(value, dict):
+            return value
+        raise bad()
+    if type(value) is type(default):
+        return value
+    raise bad()
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def parse(name: str, default, text):
+    """The value a user typed (``text``) for the parameter ``name``, checked against ``default``.
+
+    Text is read as a Python literal (``40``, ``1e-3``, ``[1, 2]``, ``'abc'``); ``inf``/``nan``
+    are floats; ``true``/``false`` (any case) are bools; for a str parameter unquoted text is
+    taken as it is. Non-str input (already a value) is only checked.
+    """
+    if not isinstance(text, str):
+        return check(name, default, text)
+    raw = text.strip()
+    if isinstance(default, bool):
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        return check(name, default, raw)
+    if isinstance(default, str):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+        return value if isinstance(value, str) else raw
+    if isinstance(default, float) and raw.lower().lstrip("+-") in {"inf", "infinity", "nan"}:
+        return float(raw)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        if default is None:
+            return raw
+        value = raw
+    return check(name, default, value)
+
+
+def resolve(name, overrides: dict | None = None, *, smoke: bool = False) -> dict:
+    """The checked overrides for chapter ``name``: smoke values (if ``smoke``) then ``overrides``.
+
+    Values may be text (as typed on a command line) or Python values. Raises ValueError naming
+    the unknown parameter and listing the valid ones, or naming the parameter whose value has
+    the wrong type.
+    """
+    params = {p.name: p for p in describe(name)}
+    out = {}
+    if smoke:
+        for p in params.values():
+            if p.has_smoke:
+                out[p.name] = check(p.name, p.default, p.smoke)
+    for key, text in (overrides or {}).items():
+        if key not in params:
+            raise ValueError(f"unknown parameter {key!r} for chapter {chapters.chapter_path(name).stem!r}; "
+                             f"valid parameters: {', '.join(params)}")
+        out[key] = parse(key, params[key].default, text)
+    return out
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``10,20,40`` into its values, keeping commas inside brackets or quotes together.
+
+    ``[1,2],[3]`` -> ``['[1,2]', '[3]']``; ``'a,b',c`` -> ``["'a,b'", 'c']``.
+    """
+    out, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(text[start:i].strip())
+            start = i + 1
+    out.append(text[start:].strip())
+    if any(v == "" for v in out):
+        raise ValueError(f"empty value in the list {text!r}")
+    return out
+
+
+def format_value(value) -> str:
+    """A value as a reader would type it back (floats in shortest form)."""
+    if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
+        return str(value)
+    return repr(value)

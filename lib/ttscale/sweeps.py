@@ -1,0 +1,232 @@
+"""Parameter sweeps: a grid of chapter runs, in parallel, resumable, collected in one table.
+
+A sweep of chapter ``C`` over axes ``{"n_train": [10, 20], "seed": [0, 1]}`` is the product
+of the axes. Each point is one run (:func:`ttscale.runs.execute`) kept in its own directory
+``DIR/runs/KEY/`` (``KEY`` names the point's parameters, e.g. ``n_train=10,seed=0``) as
+``C.ipynb`` plus the report ``C.json``, which is written only once the run has finished. So a
+re-run of the sweep skips every point whose report says ``ok`` for the same parameters and the
+same chapter source, and re-runs failed, interrupted or stale points. Runs go to a local process
+pool (default) or to a Dask distributed cluster (``scheduler=ADDRESS``; the run directories must
+then be on a file system the workers share). The results the chapters glue become the columns of
+a tidy table (one row per run), written to ``DIR/results.csv``.
+Used by ``python -m ttscale sweep``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import chapters, checks, parameters as _parameters, runs
+
+__all__ = ["Point", "Sweep", "grid", "plan", "run", "table", "default_directory"]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep: its overrides, key, and where its notebook and report live."""
+
+    chapter: str
+    overrides: dict
+    key: str
+    notebook: Path
+
+    @property
+    def report(self) -> Path:
+        return runs.report_path(self.notebook)
+
+
+@dataclass
+class Sweep:
+    """What :func:`run` did: every point's record (in grid order), and which it skipped/ran."""
+
+    points: list
+    records: dict = field(default_factory=dict)  # key -> record
+    skipped: list = field(default_factory=list)  # keys finished before this sweep
+    ran: list = field(default_factory=list)  # keys run now
+
+    @property
+    def failed(self) -> list:
+        return [p for p in self.points if self.records.get(p.key, {}).get("status") != "ok"]
+
+
+def grid(axes: dict) -> list[dict]:
+    """Every combination of the axes' values (first axis varies slowest), as override dicts."""
+    names = list(axes)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(list(axes[n]) for n in names))]
+
+
+def default_directory(name, root=".") -> Path:
+    """Where a sweep of chapter ``name`` keeps its runs by default: ``sweeps/CHAPTER``."""
+    return Path(root) / "sweeps" / chapters.chapter_path(name).stem
+
+
+def plan(name, axes: dict, *, fixed: dict | None = None, smoke: bool = False, directory=None) -> list[Point]:
+    """The points of a sweep, with every value checked against the chapter's parameters.
+
+    ``axes`` maps a parameter to its list of values (text as typed, or values); ``fixed`` holds
+    single-valued overrides. Raises ValueError (unknown name, wrong type, empty axis) before
+    anything runs.
+    """
+    stem = chapters.chapter_path(name).stem
+    directory = Path(directory) if directory is not None else default_directory(name)
+    for axis, values in axes.items():
+        if len(values) == 0:
+            raise ValueError(f"sweep axis {axis!r} must have at least one value")
+    points, seen = [], set()
+    for combo in grid(axes):
+        overrides = _parameters.resolve(name, {**(fixed or {}), **combo}, smoke=smoke)
+        key = runs.run_key(overrides)
+        if key in seen:
+            continue
+        seen.add(key)
+        points.append(Point(stem, overrides, key, directory / "runs" / key / f"{stem}.ipynb"))
+    return points
+
+
+def finished(point: Point, source_sha256: str) -> dict | None:
+    """The point's report if it finished ``ok`` with these parameters and this chapter source."""
+    record = runs.read_report(point.report)
+    if (record and record.get("status") == "ok" and record.get("overrides") == point.overrides
+            and record.get("source_sha256") == source_sha256):
+        return record
+    return None
+
+
+def _execute(chapter: str, overrides: dict, notebook: str) -> dict:
+    """Worker entry point (module level so that process pools and Dask can pickle it)."""
+    return runs.execute(chapter, overrides, notebook)
+
+
+def _failure(point: Point, exc: BaseException) -> dict:
+    return {"chapter": point.chapter, "overrides": point.overrides, "notebook": str(point.notebook),
+            "status": "failed", "results": {}, "seconds": None,
+            "error": {"ename": type(exc).__name__, "evalue": str(exc), "cell": None,
+                      "traceback": "".join(traceback.format_exception(exc))}}
+
+
+def run(name, points: list[Point], *, workers: int | None = None, scheduler: str | None = None,
+        force: bool = False, echo: Callable[[str], None] = print) -> Sweep:
+    """Run the points not yet finished, in parallel; return every point's record.
+
+    ``workers``: size of the local process pool (default: the number of cores). ``scheduler``:
+    address of a Dask distributed scheduler (``tcp://host:8786``), or ``local`` to start a
+    ``LocalCluster`` with ``workers`` single-threaded workers. ``force`` re-runs finished points.
+    Each record is written to its report as soon as its run ends, so an interrupted sweep loses
+    only the runs in flight. ``echo`` receives one line per finished run.
+    """
+    workers = checks.positive_int(workers if workers is not None else (os.cpu_count() or 1), "workers")
+    sha = runs.source_hash(name)
+    sweep = Sweep(points)
+    todo = []
+    for p in points:
+        record = None if force else finished(p, sha)
+        if record is not None:
+            sweep.records[p.key] = record
+            sweep.skipped.append(p.key)
+        else:
+            todo.append(p)
+    if sweep.skipped:
+        echo(f"skipping {len(sweep.skipped)} finished run(s); running {len(todo)}")
+    if not todo:
+        return sweep
+
+    done = 0
+
+    def collect(p: Point, record: dict):
+        nonlocal done
+        done += 1
+        runs.write_report(record, p.report)
+        sweep.records[p.key] = record
+        sweep.ran.append(p.key)
+        secs = record.get("seconds")
+        took = f" in {secs:.1f} s" if isinstance(secs, (int, float)) else ""
+        echo(f"[{done}/{len(todo)}] {record['status']:6s} {p.key}{took}")
+
+    if scheduler:
+        _run_dask(name, todo, scheduler, workers, collect)
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker; kernels are subprocesses
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+            futures = {pool.submit(_execute, str(chapters.chapter_path(name)), p.overrides, str(p.notebook)): p
+                       for p in todo}
+            try:
+                for fut in as_completed(futures):
+                    p = futures[fut]
+                    try:
+                        record = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a broken worker fails its run only
+                        record = _failure(p, exc)
+                    collect(p, record)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    return sweep
+
+
+def _run_dask(name, todo: list[Point], scheduler: str, workers: int, collect) -> None:
+    from distributed import Client, LocalCluster, as_completed as dask_completed
+
+    cluster = None
+    if scheduler == "local":
+        cluster = LocalCluster(n_workers=min(workers, len(todo)), threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        scheduler = cluster.scheduler_address
+    try:
+        with Client(scheduler) as client:
+            futures = {}
+            for p in todo:
+                fut = client.submit(_execute, str(chapters.chapter_path(name)), p.overrides, str(p.notebook.resolve()),
+                                    pure=False, key=f"ttscale-{p.chapter}-{p.key}-{os.getpid()}")
+                futures[fut.key] = (fut, p)
+            for fut in dask_completed([f for f, _ in futures.values()]):
+                p = futures[fut.key][1]
+                try:
+                    record = fut.result()
+                except Exception as exc:  # noqa: BLE001
+                    record = _failure(p, exc)
+                collect(p, record)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def table(sweep: Sweep, axes: list[str] | None = None):
+    """A tidy pandas DataFrame, one row per point: parameters, status, seconds, results.
+
+    Parameter columns come first (``axes`` first, then other overrides), then ``status`` and
+    ``seconds``, then one column per glued result in order of first appearance; ``run`` is the
+    point's key.
+    """
+    import pandas as pd
+
+    names = list(axes or [])
+    for p in sweep.points:
+        for k in p.overrides:
+            if k not in names:
+                names.append(k)
+    rows, result_names = [], []
+    for p in sweep.points:
+        record = sweep.records.get(p.key, {})
+        row = {k: _cell(p.overrides.get(k)) for k in names}
+        row["status"] = record.get("status", "not run")
+        row["seconds"] = record.get("seconds")
+        for k, v in (record.get("results") or {}).items():
+            if k not in result_names:
+                result_names.append(k)
+            row[k] = v
+        row["run"] = p.key
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=names + ["status", "seconds"] + result_names + ["run"])
+    return df.convert_dtypes()  # integer results stay integers beside a failed run's blanks
+
+
+def _cell(value):
+    return repr(value) if isinstance(value, (list, dict, tuple)) else value
