@@ -1,0 +1,93 @@
+"""``python -m ttscale`` driven as a user would: list, params, run, and the bad-input cases."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ttscale import parameters
+
+
+def cli(*args, cwd, timeout=600):
+    return subprocess.run([sys.executable, "-m", "ttscale", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_list_names_the_intro(tmp_path):
+    out = cli("list", cwd=tmp_path)
+    assert out.returncode == 0 and "intro" in out.stdout.split()
+
+
+def test_params_lists_every_parameter_with_default_and_meaning(tmp_path):
+    out = cli("params", "intro", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for p in parameters.describe("intro"):
+        row = next(line for line in lines if line.split()[:1] == [p.name])
+        assert parameters.format_value(p.default) in row and p.meaning in row
+
+
+def test_params_json(tmp_path):
+    out = cli("params", "intro", "--json", cwd=tmp_path)
+    rows = json.loads(out.stdout)
+    assert {"d", "seed"} <= {r["name"] for r in rows}
+    d = next(r for r in rows if r["name"] == "d")
+    assert d["type"] == "int" and isinstance(d["default"], int) and d["meaning"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "intro", "-p", "dimension", "4"], "unknown parameter 'dimension' for chapter 'intro'; valid parameters: d, "),
+    (["run", "intro", "-p", "d", "2.5"], "parameter 'd' must be an int (default "),
+    (["run", "intro", "-p", "d", "four"], "parameter 'd' must be an int"),
+    (["run", "intro", "-p", "seed", "1", "-p", "seed", "2"], "parameter 'seed' given twice"),
+    (["run", "no_such_chapter"], "chapter must name a notebook in book/"),
+    (["params", "no_such_chapter"], "chapter must name a notebook in book/"),
+    (["sweep", "intro", "-p", "d", "4,2.5"], "parameter 'd' must be an int"),
+    (["sweep", "intro", "-p", "nope", "1,2"], "unknown parameter 'nope'"),
+    (["sweep", "intro", "-p", "d", "4,,5"], "-p d: empty value in the list"),
+    (["sweep", "intro"], "a sweep needs at least one -p NAME VALUES axis"),
+])
+def test_bad_input_is_rejected_before_any_kernel_starts(tmp_path, args, message):
+    where = {"run": ["-o", str(tmp_path / "x.ipynb")], "sweep": ["--dir", str(tmp_path / "sw")]}.get(args[0], [])
+    out = cli(*args, *where, cwd=tmp_path)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "python -m ttscale: error: " + message in out.stderr
+    assert "running" not in out.stderr
+    assert list(tmp_path.iterdir()) == []  # no notebook, no report, no run directory
+
+
+def test_run_needs_an_ipynb_output(tmp_path):
+    out = cli("run", "intro", "-o", "x.txt", cwd=tmp_path)
+    assert out.returncode == 2 and "output must end in .ipynb" in out.stderr
+
+
+@pytest.mark.slow
+def test_run_writes_notebook_and_report(tmp_path):
+    out = cli("run", "intro", "--smoke", "-p", "seed", "3", "-o", "mine/seed3.ipynb", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "mine/seed3.json").read_text())
+    assert (tmp_path / "mine/seed3.ipynb").is_file()
+    smoke = parameters.resolve("intro", smoke=True)
+    assert report["status"] == "ok" and report["overrides"] == {**smoke, "seed": 3}
+    defaults = {p.name: p.default for p in parameters.describe("intro")}
+    assert report["parameters"] == {**defaults, **smoke, "seed": 3}
+    assert report["results"] and all(isinstance(v, (int, float, str, bool)) for v in report["results"].values())
+    for key, value in report["results"].items():  # the results are printed too
+        assert key in out.stdout
+    # papermill injected the parameters into the executed notebook
+    nb = json.loads((tmp_path / "mine/seed3.ipynb").read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert injected and "seed = 3" in "".join(injected[0]["source"])
+
+
+@pytest.mark.slow
+def test_run_default_output_and_failure_report(tmp_path):
+    out = cli("run", "intro", "--smoke", "-p", "d", "0", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "FAILED intro" in out.stderr and "d must be an integer >= 1, got 0" in out.stderr
+    reports = list((tmp_path / "runs" / "intro").glob("*.json"))
+    assert len(reports) == 1 and "d=0" in reports[0].name
+    report = json.loads(reports[0].read_text())
+    assert report["status"] == "failed" and report["error"]["ename"] == "ValueError"
+    assert "Traceback" in report["error"]["traceback"] or "ValueError" in report["error"]["traceback"]
