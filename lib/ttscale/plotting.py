@@ -27,7 +27,7 @@ def set_style() -> None:
 
 def n_train_color(n: int):
     """The colour of a training prompt length n (same n, same colour in every chapter)."""
-    palette = sns.color_palette("viridis", len(_N_TRAIN_ANCHORS))
+    palette = sns.color_palette("colorblind", len(_N_TRAIN_ANCHORS))
     idx = int(np.argmin([abs(np.log(n) - np.log(a)) for a in _N_TRAIN_ANCHORS]))
     return palette[idx]
 
