@@ -1,0 +1,39 @@
+"""The Sphinx extension that puts each chapter's .ipynb in the book's download menu."""
+
+import json
+from types import SimpleNamespace
+
+from ttscale import chapters, sphinx_notebooks
+
+
+def _app(tmp_path, metadata):
+    env = SimpleNamespace(metadata=metadata, doc2path=lambda name: str(chapters.ROOT / f"{name}.md"))
+    return SimpleNamespace(env=env, outdir=str(tmp_path / "_build" / "html"), builder=SimpleNamespace(format="html"))
+
+
+def test_notebook_page_gets_a_converted_notebook(tmp_path):
+    app, context = _app(tmp_path, {"book/intro": {"kernelspec": {"name": "python3"}}}), {}
+    sphinx_notebooks.add_notebook_download(app, "book/intro", "page.html", context, doctree=object())
+    assert context["ipynb_source"] == "book/intro.ipynb"
+    nb = json.loads((tmp_path / "_build/html/_sources/book/intro.ipynb").read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1 and "seed" in "".join(tagged[0]["source"])
+
+
+def test_executed_notebook_is_preferred(tmp_path):
+    executed = tmp_path / "_build/jupyter_execute/book/intro.ipynb"
+    executed.parent.mkdir(parents=True)
+    executed.write_text('{"executed": true}')
+    app, context = _app(tmp_path, {"book/intro": {"kernelspec": {}}}), {}
+    sphinx_notebooks.add_notebook_download(app, "book/intro", "page.html", context, doctree=object())
+    assert (tmp_path / "_build/html/_sources/book/intro.ipynb").read_text() == '{"executed": true}'
+
+
+def test_plain_pages_and_non_html_builders_are_left_alone(tmp_path):
+    app, context = _app(tmp_path, {"book/references": {}}), {}
+    sphinx_notebooks.add_notebook_download(app, "book/references", "page.html", context, doctree=object())
+    assert context == {}
+    app = _app(tmp_path, {"book/intro": {"kernelspec": {}}})
+    app.builder.format = "latex"
+    sphinx_notebooks.add_notebook_download(app, "book/intro", "page.html", context, doctree=object())
+    assert context == {} and not (tmp_path / "_build").exists()
