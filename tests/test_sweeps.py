@@ -103,6 +103,14 @@ def test_workers_must_be_positive(tmp_path):
 
 # --- slow: the command line, as a user runs it ----------------------------------------------
 
+@pytest.mark.slow
+def test_unreachable_scheduler_is_a_usage_error(tmp_path):
+    out = cli("sweep", "intro", "-p", "seed", "0", "--scheduler", "tcp://127.0.0.1:9", "--dir", "sw", cwd=tmp_path,
+              timeout=120)
+    assert out.returncode == 2
+    assert "could not connect to the Dask scheduler at 'tcp://127.0.0.1:9'" in out.stderr
+
+
 def _table(path):
     return pd.read_csv(path)
 
@@ -149,9 +157,13 @@ def test_two_point_sweep_on_a_dask_local_cluster(tmp_path, local_cluster):
     df = _table(tmp_path / "table.csv")
     assert df["seed"].tolist() == [0, 1] and (df["status"] == "ok").all()
     assert len([c for c in df.columns if c.startswith("intro_")]) >= 1
+    from distributed import Client
+
+    with Client(local_cluster) as client:
+        worker_pids = set(client.run(os.getpid).values())
     for run in df["run"]:
         report = json.loads((tmp_path / "sw/runs" / run / "intro.json").read_text())
-        assert report["status"] == "ok" and report["pid"] != os.getpid()  # ran in a Dask worker
+        assert report["status"] == "ok" and report["pid"] in worker_pids  # ran in a Dask worker
         assert (tmp_path / "sw/runs" / run / "intro.ipynb").is_file()
 
 

@@ -171,7 +171,7 @@ def run(name, points: list[Point], *, workers: int | None = None, scheduler: str
     return sweep
 
 
-def _run_dask(name, todo: list[Point], scheduler: str, workers: int, collect) -> None:
+def _run_dask(name, todo: list[Point], scheduler: str, workers: int, collect, connect_timeout="10s") -> None:
     from distributed import Client, LocalCluster, as_completed as dask_completed
 
     cluster = None
@@ -180,7 +180,11 @@ def _run_dask(name, todo: list[Point], scheduler: str, workers: int, collect) ->
                                dashboard_address=None)
         scheduler = cluster.scheduler_address
     try:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(f"could not connect to the Dask scheduler at {scheduler!r}: {exc}") from None
+        with client:
             futures = {}
             for p in todo:
                 fut = client.submit(_execute, str(chapters.chapter_path(name)), p.overrides, str(p.notebook.resolve()),
