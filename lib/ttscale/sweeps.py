@@ -103,6 +103,13 @@ def _execute(chapter: str, overrides: dict, notebook: str) -> dict:
     return runs.execute(chapter, overrides, notebook)
 
 
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the parent, which stops them (a run is never half-recorded)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _failure(point: Point, exc: BaseException) -> dict:
     return {"chapter": point.chapter, "overrides": point.overrides, "notebook": str(point.notebook),
             "status": "failed", "results": {}, "seconds": None,
@@ -154,7 +161,8 @@ def run(name, points: list[Point], *, workers: int | None = None, scheduler: str
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker; kernels are subprocesses
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                                 initializer=_ignore_sigint) as pool:
             futures = {pool.submit(_execute, str(chapters.chapter_path(name)), p.overrides, str(p.notebook)): p
                        for p in todo}
             try:
@@ -165,7 +173,9 @@ def run(name, points: list[Point], *, workers: int | None = None, scheduler: str
                     except Exception as exc:  # noqa: BLE001 - a broken worker fails its run only
                         record = _failure(p, exc)
                     collect(p, record)
-            except BaseException:
+            except BaseException:  # Ctrl-C: stop the runs in flight now; finished ones are saved
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
     return sweep
