@@ -1,0 +1,33 @@
+"""The hardness chapter: smoke run, and bad parameters stop it with the library's sentence."""
+
+import papermill
+import pytest
+
+from ttscale import chapters
+
+
+def test_smoke_parameters_are_real_parameters():
+    defaults = chapters.default_parameters("hardness")
+    assert set(chapters.smoke_parameters("hardness")) <= set(defaults)
+
+
+@pytest.mark.slow
+def test_hardness_chapter_runs_with_smoke_parameters():
+    nb = chapters.execute("hardness", smoke=True)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "singular" in text  # the singular covariance is reported, not turned into inf
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"m_test": 0}, "m_test must be an integer >= 1"),
+        ({"hard_grid": [10.0, 50.0]}, "H must be >= d"),
+        ({"equal_r": [20]}, "r \\(weak skills\\) must be between 1 and d - 1"),
+        ({"target": 0.0}, "target must be > 0"),
+    ],
+)
+def test_bad_parameter_stops_the_chapter(params, message):
+    with pytest.raises(papermill.PapermillExecutionError, match=message):
+        chapters.execute("hardness", params, smoke=True)
