@@ -91,3 +91,11 @@ def test_run_default_output_and_failure_report(tmp_path):
     report = json.loads(reports[0].read_text())
     assert report["status"] == "failed" and report["error"]["ename"] == "ValueError"
     assert "Traceback" in report["error"]["traceback"] or "ValueError" in report["error"]["traceback"]
+
+
+@pytest.mark.parametrize("chapter", __import__("ttscale.chapters").chapters.chapters())
+def test_every_chapter_documents_its_parameters(chapter):
+    """``params`` shows each knob's meaning: the trailing ``# comment`` on its line."""
+    missing = [p.name for p in parameters.describe(chapter) if not p.meaning]
+    assert not missing, (f"{chapter}: parameters without a '# meaning' comment on their line in the "
+                         f"parameters cell: {', '.join(missing)}")
