@@ -1,0 +1,39 @@
+"""The pseudo-Newton chapter runs with its smoke parameters, and stops early on bad ones."""
+
+import papermill
+import pytest
+
+from ttscale import chapters
+
+pytestmark = pytest.mark.slow
+
+
+def _glued(nb):
+    out = {}
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            meta = o.get("metadata", {}).get("scrapbook")
+            if meta:
+                out[meta["name"]] = o["data"].get("application/papermill.record/text/plain")
+    return out
+
+
+def test_smoke_run_checks_theory():
+    nb = chapters.execute("pseudo_newton", smoke=True)
+    glued = _glued(nb)
+    assert float(glued["pn_worst_z"]) < 5
+    assert float(glued["pn_rollout_gap"]) < 1e-9
+    assert float(glued["pn_nstar_first"]) == 73.0
+
+
+@pytest.mark.parametrize("params,msg", [
+    ({"m_test": 0}, "m_test must be an integer >= 1"),
+    ({"alpha": -1.0}, "alpha must be >= 0"),
+    ({"covariance": "cauchy"}, "covariance must be one of"),
+    ({"lr_schedule": [0.01, 0.0]}, "lr_schedule must be > 0"),
+])
+def test_bad_parameter_stops_at_the_top(params, msg):
+    with pytest.raises(papermill.PapermillExecutionError, match=msg) as info:
+        chapters.execute("pseudo_newton", params, smoke=True)
+    # it stops in the validation cell, before any training
+    assert "train(" not in str(info.value)
