@@ -20,29 +20,10 @@ import numpy as np
 import torch
 
 from . import checks
+from .estimators import preconditioned_steps
 from .prompts import sample_covariance
 
 __all__ = ["ols", "min_norm_least_squares", "ridge", "gd_step_size", "gradient_descent", "newton"]
-
-
-@torch.no_grad()
-def _steps(X: torch.Tensor, y: torch.Tensor, P: torch.Tensor, k: int) -> torch.Tensor:
-    """ŵ_{i+1} = ŵ_i − P (Ŝ_m ŵ_i − X y/m) from ŵ_0 = 0, P (d, d) or (batch, d, d).
-
-    (Written here rather than through ``estimators.preconditioned_steps``, whose einsum
-    ``"...ij,bj->bi"`` sums a (batch, d, d) P over its batch axis.)
-    """
-    k = checks.nonnegative_int(k, "k")
-    b, d, m = X.shape
-    S = sample_covariance(X)
-    Xy = torch.einsum("bdm,bm->bd", X, y) / m
-    w_hat = X.new_zeros(b, d)
-    out = [w_hat]
-    for _ in range(k):  # sequential steps, each vectorised over the batch
-        grad = (S @ w_hat[:, :, None])[:, :, 0] - Xy
-        w_hat = w_hat - (P @ grad[:, :, None])[:, :, 0]
-        out.append(w_hat)
-    return torch.stack(out, dim=1)
 
 
 def _check_prompt(X: torch.Tensor, y: torch.Tensor) -> None:
@@ -115,7 +96,7 @@ def gradient_descent(X: torch.Tensor, y: torch.Tensor, k: int, step=None) -> tor
         P = gd_step_size(X)[:, None, None] * eye
     else:
         P = checks.positive_real(step, "step") * eye
-    return _steps(X, y, P, k)
+    return preconditioned_steps(X, y, P, k)
 
 
 def newton(X: torch.Tensor, y: torch.Tensor, Lam, k: int) -> torch.Tensor:
@@ -127,4 +108,4 @@ def newton(X: torch.Tensor, y: torch.Tensor, Lam, k: int) -> torch.Tensor:
     """
     _check_prompt(X, y)
     Lam = checks.covariance(Lam, "Lam", definite=True, d=X.shape[1])
-    return _steps(X, y, torch.as_tensor(np.linalg.inv(Lam), dtype=X.dtype), k)
+    return preconditioned_steps(X, y, torch.as_tensor(np.linalg.inv(Lam), dtype=X.dtype), k)
