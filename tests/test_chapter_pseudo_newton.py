@@ -35,5 +35,6 @@ def test_smoke_run_checks_theory():
 def test_bad_parameter_stops_at_the_top(params, msg):
     with pytest.raises(papermill.PapermillExecutionError, match=msg) as info:
         chapters.execute("pseudo_newton", params, smoke=True)
-    # it stops in the validation cell, before any training
-    assert "train(" not in str(info.value)
+    # it stops in the validation cell (imports, parameters, injected parameters, validation),
+    # before any training
+    assert info.value.exec_count <= 4
