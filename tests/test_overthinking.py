@@ -158,3 +158,19 @@ def test_diagnose_predicts_population_curve_and_validates():
         ot.diagnose(np.eye(3), X, 2)
     with pytest.raises(ValueError, match="X must have shape"):
         ot.diagnose(P, X[0], 2)
+
+
+def test_self_labelled_errors_estimate_the_conditional_errors():
+    Lam = cv.power_law(D, 1.0)
+    model = lsa.closed_form(Lam, 100)
+    X = prompts.sample(I, 60, 5, seed=3, stream="eval").X
+    e = ot.self_labelled_errors(model, X, 4, draws=3000, seed=1)
+    assert e.shape == (15000, 5)
+    P = ot.model_preconditioner(model)
+    expected = ot.conditional_errors(P, prompts.sample_covariance(X), np.arange(5)).mean(0)
+    se = e.std(0, ddof=1) / np.sqrt(e.shape[0])
+    assert np.all(np.abs(e.mean(0) - expected) <= 5 * se + 1e-12)
+    with pytest.raises(ValueError, match="draws must be an integer >= 1"):
+        ot.self_labelled_errors(model, X, 4, draws=0)
+    with pytest.raises(ValueError, match="X must have shape"):
+        ot.self_labelled_errors(model, X[:, :3], 4)

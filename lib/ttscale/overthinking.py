@@ -39,6 +39,7 @@ __all__ = [
     "model_preconditioner",
     "Diagnosis",
     "diagnose",
+    "self_labelled_errors",
 ]
 
 
@@ -325,3 +326,25 @@ def diagnose(P, X, k_max: int) -> Diagnosis:
         se = finite.std(axis=0, ddof=1) / np.sqrt(e.shape[0]) if e.shape[0] > 1 else np.full(ks.size, np.nan)
     return Diagnosis(ks, pred, se, int(best_k(pred)), bool(pred[-1] < pred[1]),
                      float((spectral_radius(P, S) > 1).mean()), best_k(finite, axis=1))
+
+
+def self_labelled_errors(model: LSA, X, k_max: int, *, draws: int = 1, seed: int = 0) -> np.ndarray:
+    """Run the model's own chain on unlabelled prompts, with answers made up from w ~ N(0, I_d).
+
+    The model-agnostic version of :func:`diagnose`: draw ``draws`` task vectors per prompt
+    (seeded, ``eval`` stream), set y = Xᵀw, run :func:`ttscale.lsa.rollout` and return the
+    errors ‖ŵ_k − w‖², shape (batch · draws, k_max + 1). Needs no answers from the downstream
+    task and no formula for the model, only the isotropic prior on w; it also sees every
+    weight of the model, not only the block that :func:`model_preconditioner` reads.
+    Used in {ref}`sec-overthinking`.
+    """
+    k_max = checks.positive_int(k_max, "k_max")
+    draws = checks.positive_int(draws, "draws")
+    X = _as_tensor(X)
+    if X.ndim != 3 or X.shape[1] != model.d:
+        raise ValueError(f"X must have shape (batch, d = {model.d}, m), got {tuple(X.shape)}")
+    X = X.repeat(draws, 1, 1)
+    g = prompts.generator(seed, "eval", 0)
+    w = torch.randn(X.shape[0], model.d, generator=g, dtype=X.dtype)
+    y = torch.einsum("bdn,bd->bn", X, w)
+    return rollout_errors(model, prompts.Prompts(X, y, w), k_max)
