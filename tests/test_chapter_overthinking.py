@@ -4,25 +4,19 @@ and stops at its validation cell with the library's sentence on a bad parameter.
 import pytest
 
 from ttscale import chapters
+from ttscale.results import glued
 
 papermill = pytest.importorskip("papermill")
 
 
-def _glued(nb) -> dict:
-    """Name -> text/plain of every value the executed notebook glued."""
-    out = {}
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name is not None:
-                out[name] = o["data"]["text/plain"]
-    return out
+def test_smoke_parameters_are_real_parameters():
+    assert set(chapters.smoke_parameters("overthinking")) <= set(chapters.default_parameters("overthinking"))
 
 
 @pytest.mark.slow
 def test_smoke_run_reproduces_the_brief():
     nb = chapters.execute("overthinking", smoke=True)
-    g = _glued(nb)
+    g = glued(nb)
     for key, value in {"ot_missing_n10_k1": 6.24, "ot_missing_n10_k3": 0.82,
                        "ot_missing_n40_k2": 38.68, "ot_missing_n40_k3": 107.18,
                        "ot_skew100_min": 4.65, "ot_skew100_k20": 24.06}.items():
@@ -44,3 +38,4 @@ def test_bad_parameter_stops_with_library_message(params, message):
     with pytest.raises(papermill.PapermillExecutionError) as err:
         chapters.execute("overthinking", params, smoke=True)
     assert message in str(err.value)
+    assert err.value.exec_count <= 3  # stopped in the validation cell, before any simulation
