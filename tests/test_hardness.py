@@ -172,3 +172,26 @@ def test_rollout_error_agrees_with_finite_m_reference():
         hd.rollout_error(Lam, 10, 0, 4, batch=10)
     with pytest.raises(ValueError, match="draws must be >= 2"):
         hd.finite_m_cot_error(Lam, 10, 12, 1, draws=1)
+
+
+def test_weak_skill_spectrum():
+    lam = hd.weak_skill_spectrum(10, 3, 0.25)
+    assert np.isclose(lam.sum(), 10) and np.isclose(lam[-1] / lam[0], 0.25)
+    assert np.isclose(theory.hardness(np.diag(lam)), 7 / 0.25 + 3)
+    with pytest.raises(ValueError, match="singular"):
+        theory.hardness(np.diag(hd.weak_skill_spectrum(10, 3, 0.0)))
+    with pytest.raises(ValueError, match="level must lie in"):
+        hd.weak_skill_spectrum(10, 3, 1.5)
+    with pytest.raises(ValueError, match="r .weak skills. must be between"):
+        hd.weak_skill_spectrum(10, 10, 0.5)
+    with pytest.raises(ValueError, match="r must be an integer >= 1"):
+        hd.weak_skill_spectrum(10, 0, 0.5)
+
+
+def test_simulate_steps_agrees_with_reference_and_exact_for_long_prompts():
+    Lam = np.diag(hd.equal_hardness_spectrum(8, 20.0))
+    out = hd.simulate_steps(Lam, 10, 400, 0.5, batch=400, draws=2000, seed=1)
+    assert np.all(out["z"] < 5) and out["k_run"] >= out["finite_m_reference"]
+    exact = hd.steps_to_target(Lam, 10, 0.5)
+    assert exact <= out["finite_m_reference"] <= exact + 1
+    assert abs(out["simulated"] - out["finite_m_reference"]) <= 1

@@ -35,6 +35,8 @@ __all__ = [
     "rollout_error",
     "finite_m_cot_error",
     "first_below",
+    "weak_skill_spectrum",
+    "simulate_steps",
 ]
 
 #: Spectrum families :func:`equal_hardness_spectrum` can build at any prescribed hardness.
@@ -121,8 +123,24 @@ def equal_hardness_spectrum(d: int, H: float, kind: str = "power_law", r: int = 
     r = checks.positive_int(r, "r")
     if r >= d:
         raise ValueError(f"r (weak skills) must be between 1 and d - 1 = {d - 1}, got {r}")
-    eps = (d - r) / (H - r)
-    lam = np.concatenate([np.ones(d - r), np.full(r, eps)])
+    return weak_skill_spectrum(d, r, min((d - r) / (H - r), 1.0))
+
+
+def weak_skill_spectrum(d: int, r: int, level: float) -> np.ndarray:
+    """Eigenvalues (decreasing, summing to d) of d − r skills at 1 and r weak skills at ``level``.
+
+    ``level`` in [0, 1]; level 0 is the singular missing-skill covariance
+    (:func:`ttscale.covariances.missing_skills`), whose hardness is infinite; otherwise
+    Hard = (d − r)/level + r. Used in {ref}`sec-hardness`.
+    """
+    d = checks.positive_int(d, "d")
+    r = checks.positive_int(r, "r")
+    if r >= d:
+        raise ValueError(f"r (weak skills) must be between 1 and d - 1 = {d - 1}, got {r}")
+    level = checks.finite_real(level, "level")
+    if not 0 <= level <= 1:
+        raise ValueError(f"level must lie in [0, 1] (weak skills are at most as strong as the rest), got {level!r}")
+    lam = np.concatenate([np.ones(d - r), np.full(r, level)])
     return lam * d / lam.sum()
 
 
@@ -279,3 +297,27 @@ def finite_m_cot_error(Lam, n_train: int, m_test: int, k, draws: int = 2000, *, 
     if ks.ndim == 0:
         return float(mean[0]), float(se[0])
     return mean.reshape(ks.shape), se.reshape(ks.shape)
+
+
+def simulate_steps(Lam, n_train: int, m_test: int, target: float, batch: int, draws: int, *,
+                   k_max: int = 500, seed: int = 0, step: int = 0) -> dict:
+    """Steps to ``target`` read off the simulated LSA rollout, checked against the finite-m reference.
+
+    Runs :func:`finite_m_cot_error` up to k_ref = min(``k_max``, 4 k_bound + 20) (finite test
+    prompts can need more steps than Corollary 3.5's k_bound), then :func:`rollout_error` up to
+    one step past the reference's count (at least k_bound). Returns a dict: ``simulated`` and
+    ``finite_m_reference`` (first k with mean error <= target, ``nan`` if none was reached),
+    ``z`` (|simulation − reference| / combined standard error for k = 1…k_run) and ``k_run``.
+    Used in {ref}`sec-hardness`.
+    """
+    d = checks.covariance(Lam, "Lam").shape[0]
+    k_max = checks.positive_int(k_max, "k_max")
+    k_bound = steps_to_target_bound(theory.hardness(Lam), d, n_train, target)
+    k_ref = min(k_max, 4 * k_bound + 20)
+    ref, ref_se = finite_m_cot_error(Lam, n_train, m_test, np.arange(k_ref + 1), draws, seed=seed + step)
+    k_ref_hit = first_below(ref, target)
+    k_run = int(max(k_bound, 1 if np.isnan(k_ref_hit) else k_ref_hit + 1))
+    k_run = min(k_run, k_ref)
+    mean, se = rollout_error(Lam, n_train, m_test, k_run, batch, seed=seed, step=step)
+    z = np.abs(mean - ref[: k_run + 1]) / np.hypot(se, ref_se[: k_run + 1])
+    return dict(simulated=first_below(mean, target), finite_m_reference=k_ref_hit, z=z[1:], k_run=k_run)
