@@ -5,6 +5,8 @@ would. The bad-parameter test checks the promise that a nonsensical parameter st
 at its top with the library's sentence.
 """
 
+from pathlib import Path
+
 import pytest
 
 from ttscale import chapters
@@ -12,7 +14,20 @@ from ttscale import chapters
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", chapters.chapters())
+TESTS = Path(__file__).parent
+
+
+def _without_own_test():
+    """Chapters whose own tests/test_chapter_NAME.py does not already run them with smoke
+    parameters (running a chapter twice would only double the suite's time)."""
+    def own(name):
+        f = TESTS / f"test_chapter_{name}.py"
+        return f.is_file() and "smoke=True" in f.read_text()
+
+    return [n for n in chapters.chapters() if not own(n)]
+
+
+@pytest.mark.parametrize("name", _without_own_test())
 def test_chapter_runs_with_smoke_parameters(name, tmp_path):
     nb = chapters.execute(name, smoke=True, output=tmp_path / f"{name}.ipynb")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
