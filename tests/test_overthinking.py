@@ -174,3 +174,42 @@ def test_self_labelled_errors_estimate_the_conditional_errors():
         ot.self_labelled_errors(model, X, 4, draws=0)
     with pytest.raises(ValueError, match="X must have shape"):
         ot.self_labelled_errors(model, X[:, :3], 4)
+
+
+def test_test_diagnostic_in_and_out_of_distribution():
+    Lam = cv.power_law(D, 1.0)
+    model = lsa.closed_form(Lam, 100)
+    res = ot.test_diagnostic(model, Lam, 400, 6, sample=8, heldout=100, draws=2, seed=0)
+    assert res.row["predicted helps"] and res.row["actually helps"] and res.row["predicted best k"] == 6
+    assert res.heldout.shape == res.self_labelled.shape == (7,)
+    # isotropic test with mu_max > 2: prediction and held-out agree that the best k is small
+    iso = ot.test_diagnostic(model, I, 400, 20, sample=16, heldout=200, seed=1)
+    assert not iso.row["predicted helps"] and not iso.row["actually helps"]
+    assert abs(iso.row["predicted best k"] - iso.row["actual best k"]) <= 2
+    assert iso.per_prompt <= iso.row[f"error at k = 20"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = ot.diagnostic_figure({"in": res, "iso": iso, "again": iso}, D)
+    assert len([a for a in fig.axes if a.get_visible()]) == 3
+    assert np.allclose(fig.axes[0].lines[2].get_ydata(), res.heldout)
+    with pytest.raises(ValueError, match="results must hold at least one task"):
+        ot.diagnostic_figure({}, D)
+    with pytest.raises(ValueError, match="sample must be >= 2"):
+        ot.test_diagnostic(model, I, 40, 3, sample=1)
+    with pytest.raises(ValueError, match="heldout must be an integer >= 1"):
+        ot.test_diagnostic(model, I, 40, 3, heldout=0)
+
+
+def test_phase_figure_draws_edge_over_both_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    pd = ot.isotropic_phase_diagram(D, [10, 100, 1000], [10, 40, 400], 5, batch=50)
+    fig = ot.phase_figure(pd, D)
+    a1, a2 = fig.axes[:2]
+    for ax in (a1, a2):
+        x, y = ax.lines[0].get_data()
+        assert np.allclose(y, ot.mp_edge_ratio(x, D))
+    with pytest.raises(ValueError, match="d must be an integer >= 1"):
+        ot.phase_figure(pd, 0)

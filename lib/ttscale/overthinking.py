@@ -40,6 +40,10 @@ __all__ = [
     "Diagnosis",
     "diagnose",
     "self_labelled_errors",
+    "DiagnosticTest",
+    "test_diagnostic",
+    "phase_figure",
+    "diagnostic_figure",
 ]
 
 
@@ -348,3 +352,119 @@ def self_labelled_errors(model: LSA, X, k_max: int, *, draws: int = 1, seed: int
     w = torch.randn(X.shape[0], model.d, generator=g, dtype=X.dtype)
     y = torch.einsum("bdn,bd->bn", X, w)
     return rollout_errors(model, prompts.Prompts(X, y, w), k_max)
+
+
+class DiagnosticTest(NamedTuple):
+    """The diagnostic's predictions on one downstream task, and what held-out prompts showed."""
+
+    diagnosis: Diagnosis  # label-free prediction from the sample prompts (formula)
+    self_labelled: np.ndarray  # (k_max+1,) mean error of self-labelled rollouts on the same sample
+    heldout: np.ndarray  # (k_max+1,) mean held-out error of the model's real chain
+    per_prompt: float  # held-out error when each prompt stops at its own predicted best k
+    row: dict  # a summary row for a table
+
+
+def test_diagnostic(model: LSA, Sigma, m_test: int, k_max: int, *, sample: int = 32, heldout: int = 500,
+                    draws: int = 4, seed: int = 0, step: int = 0) -> DiagnosticTest:
+    """Predict a downstream task's CoT error curve from ``sample`` unlabelled prompts, then check it.
+
+    The prediction uses :func:`diagnose` (the model's P and the sample's features) and
+    :func:`self_labelled_errors` (made-up answers through the model's own chain), on prompts
+    of the ``eval`` stream; the check runs the model's chain on ``heldout`` fresh prompts of the
+    ``test`` stream, with their true answers. Per-prompt stopping applies :func:`diagnose` to each
+    held-out prompt's own features (no answers). Used in {ref}`sec-overthinking`.
+    """
+    sample = checks.positive_int(sample, "sample")
+    heldout = checks.positive_int(heldout, "heldout")
+    if sample < 2:
+        raise ValueError(f"sample must be >= 2 prompts (a standard error needs two), got {sample}")
+    P = model_preconditioner(model)
+    X = prompts.sample(Sigma, m_test, sample, seed=seed, stream="eval", step=step).X
+    dg = diagnose(P, X, k_max)
+    selfl = self_labelled_errors(model, X, k_max, draws=draws, seed=seed + step).mean(0)
+    held = prompts.sample(Sigma, m_test, heldout, seed=seed, stream="test", step=step)
+    e = rollout_errors(model, held, k_max)
+    actual = e.mean(0)
+    per_prompt = float(e[np.arange(len(e)), diagnose(P, held.X, k_max).per_prompt_best_k].mean())
+    kb = int(best_k(actual))
+    row = {"predicted helps": dg.helps, "actually helps": bool(actual[-1] < actual[1]),
+           "predicted best k": dg.best_k, "self-labelled best k": int(best_k(selfl)), "actual best k": kb,
+           "error at predicted k": float(actual[dg.best_k]), "error at actual best k": float(actual[kb]),
+           "error, per-prompt k": per_prompt, "error at k = 1": float(actual[1]),
+           f"error at k = {k_max}": float(actual[-1])}
+    return DiagnosticTest(dg, selfl, actual, per_prompt, row)
+
+
+test_diagnostic.__test__ = False  # a library function, not a pytest test
+
+
+def phase_figure(phase: PhaseDiagram, d: int):
+    """Two panels over (n_train, m_test/d): fraction of prompts diverging, and log10(error/d) at k.
+
+    Draws the Marchenko–Pastur edge :func:`mp_edge_ratio` over both and, on the right, the
+    contour where the error equals the trivial d. Returns the figure. Used in {ref}`sec-overthinking`.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    d = checks.positive_int(d, "d")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    ratio = phase.m_test / d
+    n_line = np.geomspace(phase.n_train[0], phase.n_train[-1], 200)
+    im1 = a1.pcolormesh(phase.n_train, ratio, phase.frac_diverging.T, cmap=sns.color_palette("rocket_r", as_cmap=True), vmin=0, vmax=1,
+                        shading="nearest")
+    fig.colorbar(im1, ax=a1, label="fraction of prompts diverging")
+    with np.errstate(divide="ignore"):
+        log_err = np.log10(phase.mean_error / d).T
+    im2 = a2.pcolormesh(phase.n_train, ratio, np.clip(log_err, -4, 4), cmap=sns.color_palette("vlag", as_cmap=True), vmin=-4, vmax=4,
+                        shading="nearest")
+    fig.colorbar(im2, ax=a2, label=f"log10(error at k = {phase.k} / d)")
+    if np.nanmin(log_err) < 0 < np.nanmax(log_err):
+        a2.contour(phase.n_train, ratio, log_err, levels=[0], colors="k", linewidths=1, linestyles=":")
+    for ax in (a1, a2):
+        ax.plot(n_line, mp_edge_ratio(n_line, d), color="k", lw=2, label="Marchenko–Pastur edge")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(ratio[0] / 1.1, ratio[-1] * 1.1)
+        ax.set_xlabel("training prompt length n")
+    a1.set_ylabel("test prompt length m / d")
+    a1.legend(loc="upper left", fontsize="small", frameon=True)
+    return fig
+
+
+def diagnostic_figure(results: dict, d: int):
+    """One panel per downstream task: prediction (line and band of two standard errors where it is
+    positive), self-labelled rollouts (thin line) and held-out error (dots), log scale, with the
+    trivial error d and the predicted best k. ``results`` maps task names to
+    :class:`DiagnosticTest`. Returns the figure. Used in {ref}`sec-overthinking`.
+    """
+    import matplotlib.pyplot as plt
+
+    from . import plotting
+
+    d = checks.positive_int(d, "d")
+    if not results:
+        raise ValueError("results must hold at least one task")
+    cols = min(2, len(results))
+    rows = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.2 * rows), sharex=True, squeeze=False)
+    for ax, (name, res), color in zip(axes.flat, results.items(), plotting.series_colors(len(results))):
+        dg = res.diagnosis
+        lo, hi = dg.predicted - 2 * dg.stderr, dg.predicted + 2 * dg.stderr
+        ax.fill_between(dg.k, np.where(lo > 0, lo, np.nan), hi, where=lo > 0, color=color, alpha=0.3, lw=0,
+                        label="predicted")
+        ax.semilogy(dg.k, dg.predicted, "-", lw=2, alpha=0.5, color=color)
+        ax.semilogy(dg.k, res.self_labelled, "-", lw=1, color=color, label="self-labelled")
+        ax.semilogy(dg.k, res.heldout, "o", ms=3, color="k", label="held-out")
+        ax.axvline(dg.best_k, color=color, lw=1, ls="--")
+        ax.axhline(d, **plotting.TRIVIAL_STYLE, label="trivial error d")
+        ax.text(0.5, 1.02, name, transform=ax.transAxes, ha="center", va="bottom", fontsize="small")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    for ax in axes[-1]:
+        ax.set_xlabel("model applications k")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test error")
+    for ax in list(axes.flat)[len(results):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize="small", loc="lower left")
+    return fig
