@@ -204,3 +204,15 @@ def test_cache_miss_then_hit(tmp_path):
     assert not third.cached and len(list(tmp_path.glob("*.pt"))) == 2
     off = gt.load_or_train(tiny(), tc(steps=8), Lam, cache_dir=tmp_path, cache=False, device="cpu", progress=False)
     assert not off.cached and off.path is None and len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_cpu_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with gpt2.cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with gpt2.cpu_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        with gpt2.cpu_threads(0):
+            pass

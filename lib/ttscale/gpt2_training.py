@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import checks, prompts
-from .gpt2 import GPT2, GPT2Config, chain, resolve_device
+from .gpt2 import GPT2, GPT2Config, chain, cpu_threads, resolve_device
 from .progress import bar
 
 __all__ = ["TrainConfig", "Trained", "DEFAULT_CACHE", "cache_key", "chain_loss", "train", "load_or_train"]
@@ -101,8 +101,12 @@ def _lr_factor(t: int, steps: int) -> float:
 
 
 def train(config: GPT2Config, train_config: TrainConfig, Lam, *, device: str = "auto",
-          progress: bool = True) -> Trained:
-    """Train a fresh :class:`GPT2` (no cache); deterministic on the CPU for a fixed configuration."""
+          progress: bool = True, threads: int | None = 1) -> Trained:
+    """Train a fresh :class:`GPT2` (no cache); deterministic on the CPU for a fixed configuration.
+
+    On the CPU, training uses ``threads`` intra-op threads (see :func:`ttscale.gpt2.cpu_threads`;
+    ``None`` keeps torch's setting).
+    """
     Lam = checks.covariance(Lam, "Lam", d=config.d)
     tc = train_config
     dev = resolve_device(device)
@@ -115,6 +119,13 @@ def train(config: GPT2Config, train_config: TrainConfig, Lam, *, device: str = "
     steps = range(tc.steps)
     it = bar(steps, desc=f"GPT-2 n={tc.n_train} chain={tc.chain_train}") if progress else steps
     model.train()
+    with cpu_threads(threads if dev.type == "cpu" else None):
+        _loop(model, opt, sched, it, tc, Lam, dev, losses)
+    model.eval()
+    return Trained(model, losses, False, time.perf_counter() - start, None)
+
+
+def _loop(model, opt, sched, it, tc, Lam, dev, losses):
     for t in it:
         batch = prompts.sample(Lam, tc.n_train, tc.batch, seed=tc.seed, stream="train", step=t,
                                dtype=torch.float32)
@@ -126,12 +137,10 @@ def train(config: GPT2Config, train_config: TrainConfig, Lam, *, device: str = "
         opt.step()
         sched.step()
         losses[t] = loss.item()
-    model.eval()
-    return Trained(model, losses, False, time.perf_counter() - start, None)
 
 
 def load_or_train(config: GPT2Config, train_config: TrainConfig, Lam, *, cache_dir=None, cache: bool = True,
-                  device: str = "auto", progress: bool = True) -> Trained:
+                  device: str = "auto", progress: bool = True, threads: int | None = 1) -> Trained:
     """The trained model for this configuration: from ``cache_dir`` if stored there, else trained and stored.
 
     ``cache_dir=None`` (or ``""``) means :data:`DEFAULT_CACHE`; ``cache=False`` always
@@ -148,7 +157,7 @@ def load_or_train(config: GPT2Config, train_config: TrainConfig, Lam, *, cache_d
         model.load_state_dict(blob["state_dict"])
         model.eval()
         return Trained(model, np.asarray(blob["loss"]), True, float(blob["seconds"]), path)
-    out = train(config, train_config, Lam, device=device, progress=progress)
+    out = train(config, train_config, Lam, device=device, progress=progress, threads=threads)
     if not cache:
         return out
     folder.mkdir(parents=True, exist_ok=True)
