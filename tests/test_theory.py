@@ -134,3 +134,11 @@ def test_bad_inputs():
         theory.gamma(np.zeros((3, 3)), 5)
     with pytest.raises(ValueError, match="target must be > 0"):
         theory.smallest_n_train(np.eye(3), 1, 0.0)
+
+
+def test_diverging_error_overflows_to_inf_not_nan():
+    # missing skills at n = 400: mu = 400/15 on the missing directions, (1 - mu)^(2k) overflows
+    ks = np.array([0, 10, 200, 2000])
+    e = theory.cot_error(cv.missing_skills(20, 5), 400, ks, np.eye(20))
+    assert not np.any(np.isnan(e)) and np.isinf(e[-1]) and e[1] > 1e20
+    assert int(np.argmin(e)) == 0

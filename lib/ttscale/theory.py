@@ -102,8 +102,12 @@ def cot_error(Lam, n_train: int, k, Sigma=None):
     VQ = V.T @ Q
     C = ((VQ.T * g) @ VQ) * ((VQ.T / g) @ VQ)  # (QᵀΓQ) ∘ (QᵀΓ⁻¹Q)
     D = 1.0 - mu
-    Dk = D[None, :] ** ks.reshape(-1, 1)
-    err = np.einsum("ki,ij,kj->k", Dk, C, Dk)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Dk = D[None, :] ** ks.reshape(-1, 1)
+        err = np.einsum("ki,ij,kj->k", Dk, C, Dk)
+    # A diverging chain can overflow double precision (inf·0 or inf − inf gives nan); the
+    # squared norm it stands for is +inf, not "not a number".
+    err = np.where(np.isnan(err), np.inf, err)
     return float(err[0]) if ks.ndim == 0 else err.reshape(ks.shape)
 
 
@@ -115,7 +119,8 @@ def symmetrised_error(Lam, n_train: int, k, Sigma=None):
     """
     ks = checks.steps(k, "k")
     mu = preconditioned_spectrum(Lam, n_train, Sigma)
-    err = ((1.0 - mu)[None, :] ** (2 * ks.reshape(-1, 1))).sum(axis=1)
+    with np.errstate(over="ignore"):
+        err = ((1.0 - mu)[None, :] ** (2 * ks.reshape(-1, 1))).sum(axis=1)
     return float(err[0]) if ks.ndim == 0 else err.reshape(ks.shape)
 
 
