@@ -199,3 +199,23 @@ def test_sigma_dimension():
 def test_sampler_validates_weights():
     with pytest.raises(ValueError, match="sum to 1"):
         mixtures.mixture_sampler([np.eye(3)], [5], [0.5], 8)
+
+
+def test_lsa_from_map_and_population_loss(tasks):
+    """The LSA built from A predicts ŵ = AŜw, and its Monte Carlo loss matches the formula."""
+    Lams, ns = tasks
+    pi = [0.3, 0.3, 0.4]
+    A = mixtures.mixture_map(Lams, ns, pi)
+    model = mixtures.lsa_from_map(A, c=0.5)
+    np.testing.assert_allclose(mixtures.learned_map(model.V, 0.5), A, atol=1e-12)
+    groups = mixtures.mixture_sampler(Lams, ns, pi, 6000, seed=3, stream="eval")(0)
+    errs = np.concatenate([((lsa.rollout(model, g.X, g.y, 1)[:, 1] - g.w) ** 2).sum(1).numpy() for g in groups])
+    pred = mixtures.population_loss(A, Lams, ns, pi)
+    assert abs(errs.mean() - pred) < 5 * errs.std(ddof=1) / np.sqrt(errs.size)
+    # the formula's minimum: any perturbation of A raises it
+    assert mixtures.population_loss(A + 0.01 * np.eye(D), Lams, ns, pi) > pred
+
+
+def test_lsa_from_map_validates():
+    with pytest.raises(ValueError, match="finite square"):
+        mixtures.lsa_from_map(np.ones((2, 3)))

@@ -34,6 +34,8 @@ __all__ = [
     "power_law_tasks",
     "pair_rotation",
     "learned_map",
+    "lsa_from_map",
+    "population_loss",
     "train_mixture",
 ]
 
@@ -271,3 +273,36 @@ def train_mixture(Lams, n_trains, weights, *, batch: int = 256, lrs=(0.03, 0.01,
         hist = training.train_lsa(model, lambda t, o=offset: sampler(t + o), steps_per_lr, lr, progress=False)
         losses.append(hist.loss)
     return model, learned_map(model.V, c), np.concatenate(losses)
+
+
+def lsa_from_map(A, c: float = 1.0):
+    """The LSA that applies a given map: W = structured_W(d, c), V_{w,x} = −A/c, zero elsewhere.
+
+    With A = Γ⁻¹ this is :func:`ttscale.lsa.closed_form`; with A = :func:`mixture_map` it is the
+    population optimum of mixture training. Used in {ref}`sec-task-selection`.
+    """
+    import torch
+
+    from . import lsa
+
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or not np.all(np.isfinite(A)):
+        raise ValueError(f"A must be a finite square matrix, got shape {A.shape}")
+    c = checks.positive_real(c, "c")
+    d = A.shape[0]
+    b = lsa.blocks(d)
+    V = torch.zeros(2 * d + 2, 2 * d + 2, dtype=torch.float64)
+    V[b.w, b.x] = torch.as_tensor(-A / c)
+    return lsa.LSA(d, V, lsa.structured_W(d, c), train_W=False)
+
+
+def population_loss(A, Lams, n_trains, weights) -> float:
+    """E over the mixture of ‖(I − AŜ)w‖² = d − 2 tr(AΛ̄) + tr(A M Aᵀ) (twice the training loss).
+
+    Used in {ref}`sec-task-selection` to check the Wishart-moment derivation by Monte Carlo.
+    """
+    Lbar, M = mixture_moments(Lams, n_trains, weights)
+    A = np.asarray(A, dtype=np.float64)
+    if A.shape != Lbar.shape:
+        raise ValueError(f"A must be {Lbar.shape[0]} x {Lbar.shape[0]}, got shape {A.shape}")
+    return float(Lbar.shape[0] - 2 * np.trace(A @ Lbar) + np.trace(A @ M @ A.T))
