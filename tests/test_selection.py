@@ -144,3 +144,66 @@ def test_selector_shape_mismatch():
     sel = selection.SurrogateSelector(2, 3)
     with pytest.raises(ValueError, match="must hold 2 tasks of dimension 3"):
         sel.solve([np.eye(3)], np.eye(3))
+
+
+def test_exact_objective_is_not_convex():
+    """Along some segment of the simplex the exact error has a negative second difference."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 41)
+    for trial in range(12):
+        Sigma = covariances.power_law(10, [0.0, 0.5, 1.0][trial % 3])
+        Lams = mixtures.power_law_tasks(10, [0.2, 0.8, 0.2, 0.8], rotate=trial % 2 == 0, seed=trial)
+        p, q = rng.dirichlet(np.ones(4)), rng.dirichlet(np.ones(4))
+        f = np.array([selection.exact_objective(Lams, [20, 20, 100, 100], (1 - x) * p + x * q, Sigma, [1, 3, 10][trial % 3])
+                      for x in t])
+        if (np.diff(f, 2) < -1e-7 * np.abs(f).max()).any():
+            return
+    pytest.fail("no non-convex segment found")
+
+
+def test_four_type_experiment_table():
+    names = ["Easy-Short", "Hard-Short", "Easy-Long", "Hard-Long"]
+    t = selection.four_type_experiment(5, names, [0.2, 0.8, 0.2, 0.8], [10, 10, 50, 50], [0.0, 1.0], 3, n_draws=2,
+                                       paper_order=names[::-1])
+    assert len(t) == 8 and set(t.index.get_level_values("setting")) == {"aligned", "rotated"}
+    np.testing.assert_allclose(t[names].sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(t["hard mass"], t["Hard-Short"] + t["Hard-Long"])
+    assert (t.xs("aligned", level="setting")[[f"sd {n}" for n in names]] == 0).all().all()
+    with pytest.raises(ValueError, match="paper_order names"):
+        selection.four_type_experiment(5, names, [0.2, 0.8, 0.2, 0.8], [10, 10, 50, 50], [0.0], 3, n_draws=1,
+                                       paper_order=["Medium"])
+
+
+def test_diversity_sweep_missing_skills_cost_error():
+    out = selection.diversity_sweep(6, [0, 1, 3], covariances.power_law(6, 0.5), 4)
+    assert list(out.index) == [0, 1, 3]
+    assert np.all(out["error without type 0"].to_numpy() >= np.array([0, 1, 3]) - 1e-9)
+    assert np.all(out["optimal error"] <= out[["error without type 0", "error with type 0 only"]].min(axis=1) + 1e-12)
+    with pytest.raises(ValueError, match="missing_counts must be < d"):
+        selection.diversity_sweep(6, [6], np.eye(6), 2)
+
+
+def test_relevance_sweep_drops_misaligned_task():
+    out = selection.relevance_sweep(6, [0.0, np.pi / 2], covariances.power_law(6, 0.8), 4)
+    assert out["surrogate weight"].iloc[0] > 0.99 and out["surrogate weight"].iloc[1] < 0.01
+
+
+def test_hardness_sweep_surrogate_matches_target():
+    S, E = selection.hardness_sweep(6, [0.0, 0.5, 1.0], 50, [0.5], 3)
+    np.testing.assert_allclose(S.loc[0.5].to_numpy(), [0, 1, 0], atol=2e-5)
+    np.testing.assert_allclose(E.sum(axis=1), 1.0)
+
+
+def test_plots_build_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["Easy-Short", "Hard-Short", "Easy-Long", "Hard-Long"]
+    t = selection.four_type_experiment(4, names, [0.2, 0.8, 0.2, 0.8], [10, 10, 50, 50], [0.5], 2, n_draws=2)
+    assert len(selection.plot_weights_by_target(t, names, [0.5]).axes) == 2
+    div = selection.diversity_sweep(4, [0, 1], np.eye(4), 2)
+    rel = selection.relevance_sweep(4, [0.0, 1.0], np.eye(4), 2)
+    S, E = selection.hardness_sweep(4, [0.0, 1.0], 20, [0.0], 2)
+    assert len(selection.plot_diverse_relevant_hard(div, rel, S, E).axes) == 3
+    plt.close("all")

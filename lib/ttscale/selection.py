@@ -31,6 +31,12 @@ __all__ = [
     "select_exact",
     "draw_selections",
     "paper_order_holds",
+    "four_type_experiment",
+    "diversity_sweep",
+    "relevance_sweep",
+    "hardness_sweep",
+    "plot_weights_by_target",
+    "plot_diverse_relevant_hard",
 ]
 
 #: Deterministic solvers the surrogate QP may use (all ship with cvxpy's default install).
@@ -254,3 +260,187 @@ def paper_order_holds(mean_weights, order, strict: bool = True) -> bool:
     """Whether ``mean_weights[order[0]] > mean_weights[order[1]] > …`` (>= with ``strict=False``)."""
     w = np.asarray(mean_weights, dtype=np.float64)[list(order)]
     return bool(np.all(w[:-1] > w[1:]) if strict else np.all(w[:-1] >= w[1:]))
+
+
+def four_type_experiment(d: int, names, alphas, n_trains, target_alphas, k: int, *, n_draws: int, seed: int = 0,
+                         solver: str = "CLARABEL", n_random_starts: int = 2, paper_order=None):
+    """The paper's task-selection experiment: mean and spread of the optimal weights per type.
+
+    For every downstream decay in ``target_alphas`` (a diagonal d x d power law, tr = d), both
+    settings (``aligned``, ``rotated``; see :func:`draw_selections`) and both objectives, one row
+    of a DataFrame indexed by (target alpha, setting, objective): the mean weight of each type
+    (columns ``names``), its standard deviation over draws (``sd <name>``; 0 for the single
+    aligned draw), ``hard mass`` (total weight of the types with the largest decay) and
+    ``paper order`` (mean weights strictly in the order ``paper_order``, a list of names).
+    Used in {ref}`sec-task-selection`.
+    """
+    import pandas as pd
+
+    from .covariances import power_law
+
+    names, alphas, n_trains = list(names), list(alphas), list(n_trains)
+    if not (len(names) == len(alphas) == len(n_trains)):
+        raise ValueError("names, alphas and n_trains must have one entry per task type")
+    order = [] if paper_order is None else list(paper_order)
+    missing = [t for t in order if t not in names]
+    if missing:
+        raise ValueError(f"paper_order names {missing} are not task names {names}")
+    hard = [l for l, a in enumerate(alphas) if a == max(alphas)]
+    rows = []
+    for a in target_alphas:
+        Sigma = power_law(d, a)
+        for setting in ("aligned", "rotated"):
+            S, E = draw_selections(alphas, n_trains, Sigma, k, rotate=setting == "rotated", n_draws=n_draws,
+                                   seed=seed, solver=solver, n_random_starts=n_random_starts)
+            for objective, W in (("surrogate", S), ("exact", E)):
+                mean = W.mean(axis=0)
+                sd = W.std(axis=0, ddof=1) if len(W) > 1 else np.zeros(len(names))
+                rows.append({"target alpha": a, "setting": setting, "objective": objective,
+                             **dict(zip(names, mean)), **{f"sd {t}": v for t, v in zip(names, sd)},
+                             "hard mass": float(mean[hard].sum()),
+                             "paper order": paper_order_holds(mean, [names.index(t) for t in order]) if order else False})
+    return pd.DataFrame(rows).set_index(["target alpha", "setting", "objective"])
+
+
+def _pair_sweep(pools, n_trains, Sigma, k, watch, solver, n_random_starts, seed):
+    """Both optima and two errors for a sequence of two-type pools (one row per pool)."""
+    import pandas as pd
+
+    from .mixtures import mixture_cot_error
+
+    selector = None
+    rows = []
+    for pool in pools:  # each pool is a separate optimisation problem
+        pool = np.asarray(pool)
+        selector = selector or SurrogateSelector(len(pool), pool.shape[1], solver)
+        s = selector.solve(pool, Sigma)
+        e = select_exact(pool, n_trains, Sigma, k, n_random_starts=n_random_starts, seed=seed)
+        rows.append({"surrogate weight": s.weights[watch], "exact weight": e.weights[watch],
+                     "optimal error": e.objective,
+                     "error without type 0": mixture_cot_error(pool, n_trains, [0.0, 1.0], Sigma, k),
+                     "error with type 0 only": mixture_cot_error(pool, n_trains, [1.0, 0.0], Sigma, k)})
+    return pd.DataFrame(rows)
+
+
+def diversity_sweep(d: int, missing_counts, Sigma, k: int, *, easy=(0.2, 20), hard=(0.8, 100),
+                    solver: str = "CLARABEL", n_random_starts: int = 2, seed: int = 0):
+    """Diversity: pool = {full-rank easy type (type 0), hard type missing its r weakest skills}.
+
+    ``easy`` and ``hard`` are (α, n). For each r in ``missing_counts`` the hard spectrum's last r
+    eigenvalues are set to 0 and the rest renormalised to trace d. Rows: weight of the easy type
+    under both objectives, the optimal error and the errors of each type alone, after k steps.
+    Used in {ref}`sec-task-selection`.
+    """
+    from .covariances import power_law, power_law_spectrum
+
+    d = checks.positive_int(d, "d")
+    pools = []
+    for r in missing_counts:
+        r = checks.nonnegative_int(r, "missing_counts")
+        if r >= d:
+            raise ValueError(f"missing_counts must be < d = {d}, got {r}")
+        lam = power_law_spectrum(d, hard[0])
+        lam[d - r:] = 0.0
+        pools.append([power_law(d, easy[0]), np.diag(lam * d / lam.sum())])
+    out = _pair_sweep(pools, [easy[1], hard[1]], Sigma, k, 0, solver, n_random_starts, seed)
+    out.index = list(missing_counts)
+    return out
+
+
+def relevance_sweep(d: int, thetas, Sigma, k: int, *, aligned=(0.2, 100), rotated=(0.8, 100),
+                    solver: str = "CLARABEL", n_random_starts: int = 2, seed: int = 0):
+    """Relevance: pool = {aligned type (type 0), type rotated by θ in the planes (i, d−1−i)}.
+
+    ``aligned`` and ``rotated`` are (α, n); the rotation is :func:`ttscale.mixtures.pair_rotation`.
+    Rows (one per θ): weight of the *rotated* type under both objectives, the optimal error and
+    the errors of each type alone. Used in {ref}`sec-task-selection`.
+    """
+    from .covariances import power_law
+    from .mixtures import pair_rotation
+
+    pools = []
+    for th in thetas:
+        U = pair_rotation(d, th)
+        pools.append([power_law(d, aligned[0]), U @ power_law(d, rotated[0]) @ U.T])
+    out = _pair_sweep(pools, [aligned[1], rotated[1]], Sigma, k, 1, solver, n_random_starts, seed)
+    out.index = list(thetas)
+    return out
+
+
+def hardness_sweep(d: int, alphas, n_train: int, target_alphas, k: int, *, solver: str = "CLARABEL",
+                   n_random_starts: int = 2, seed: int = 0):
+    """Hardness: one aligned type per decay in ``alphas`` (all with prompt length ``n_train``) in one pool.
+
+    Returns (surrogate, exact): DataFrames of optimal weights, one row per target decay, one
+    column per task decay. Used in {ref}`sec-task-selection`.
+    """
+    import pandas as pd
+
+    from .covariances import power_law
+    from .mixtures import power_law_tasks
+
+    pool = power_law_tasks(d, alphas)
+    ns = [n_train] * len(pool)
+    selector = SurrogateSelector(len(pool), d, solver)
+    S, E = [], []
+    for a in target_alphas:
+        Sigma = power_law(d, a)
+        S.append(selector.solve(pool, Sigma).weights)
+        E.append(select_exact(pool, ns, Sigma, k, n_random_starts=n_random_starts, seed=seed).weights)
+    return (pd.DataFrame(S, index=list(target_alphas), columns=list(alphas)),
+            pd.DataFrame(E, index=list(target_alphas), columns=list(alphas)))
+
+
+def plot_weights_by_target(table, names, target_alphas, setting: str = "rotated"):
+    """Bar chart of mean optimal weight per type (± sd) against target decay, one panel per objective.
+
+    ``table`` is :func:`four_type_experiment`'s DataFrame. Returns the figure.
+    Used in {ref}`sec-task-selection`.
+    """
+    import matplotlib.pyplot as plt
+
+    from .plotting import series_colors
+
+    names, L = list(names), len(names)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    colors = series_colors(L)
+    x = np.arange(len(target_alphas))
+    for ax, objective in zip(axes, ["surrogate", "exact"]):
+        rows = [table.loc[(a, setting, objective)] for a in target_alphas]
+        for l, t in enumerate(names):
+            ax.bar(x + (l - (L - 1) / 2) * 0.8 / L, [r[t] for r in rows], 0.8 / L,
+                   yerr=[r[f"sd {t}"] for r in rows], color=colors[l], label=t, capsize=2)
+        ax.set_xticks(x, [f"{a:g}" for a in target_alphas])
+        ax.set_xlabel(f"target decay alpha ({objective})")
+    axes[0].set_ylabel("mean selected probability")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=L, bbox_to_anchor=(0.5, 1.06))
+    return fig
+
+
+def plot_diverse_relevant_hard(div, rel, hw_sur, hw_exa):
+    """Three panels: :func:`diversity_sweep`, :func:`relevance_sweep` and :func:`hardness_sweep` results.
+
+    Solid lines are the exact objective, dashed the surrogate. Returns the figure.
+    Used in {ref}`sec-task-selection`.
+    """
+    import matplotlib.pyplot as plt
+
+    from .plotting import series_colors
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, df, xlabel, ylabel in [(axes[0], div, "skills missing from hard task", "weight on easy-short (full rank)"),
+                                   (axes[1], rel, "rotation angle of hard task", "weight on rotated hard-long")]:
+        ax.plot(df.index, df["surrogate weight"], "o--", label="surrogate")
+        ax.plot(df.index, df["exact weight"], "o-", label="exact")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    axes[0].legend()
+    ax = axes[2]
+    for col, a in zip(series_colors(len(hw_exa)), hw_exa.index):
+        ax.plot(hw_exa.columns, hw_exa.loc[a], "o-", color=col, label=f"target alpha {a:g}")
+        ax.plot(hw_sur.columns, hw_sur.loc[a], "--", color=col, alpha=0.6)
+    ax.set_xlabel("task decay alpha (harder to the right)")
+    ax.set_ylabel("optimal weight")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
