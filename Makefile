@@ -24,7 +24,7 @@ book: $(STAMP)
 	@echo "open _build/html/index.html"
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -m "not browser" --durations=15
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -m "not browser" --durations=15
 
 check-render: $(STAMP)
 	$(PY) -m pytest -m browser -p no:xdist
