@@ -4,18 +4,9 @@ import papermill
 import pytest
 
 from ttscale import chapters
+from ttscale.results import glued as _glued
 
 pytestmark = pytest.mark.slow
-
-
-def _glued(nb):
-    out = {}
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            meta = o.get("metadata", {}).get("scrapbook")
-            if meta:
-                out[meta["name"]] = o["data"].get("application/papermill.record/text/plain")
-    return out
 
 
 def test_smoke_run_trains_then_hits_the_cache(tmp_path):

@@ -15,7 +15,12 @@ __all__ = ["set_style", "n_train_color", "k_color", "series_colors", "TRIVIAL_ST
 #: The reference line for the trivial predictor ŵ = 0 (error d).
 TRIVIAL_STYLE = dict(color="0.45", linestyle=":", linewidth=1.2)
 
-_N_TRAIN_ANCHORS = (5, 10, 20, 30, 40, 50, 73, 100, 200, 400)
+#: Usual training lengths -> index into seaborn's 10-colour "colorblind" palette, chosen so that
+#: the lengths that share a figure in this book ({8, 12, 16}, {10, 20, 30}, {10, 20, 40, 100},
+#: {20, 50, 100, 200}, {10, 20, 30, 40, 60}) never share a colour; grey (7) is left to the
+#: trivial-error line.
+_N_TRAIN_COLOUR = {4: 3, 5: 9, 8: 0, 10: 0, 12: 1, 15: 4, 16: 2, 20: 1, 25: 5, 30: 2, 40: 3, 50: 4,
+                   60: 5, 73: 6, 80: 6, 100: 8, 150: 9, 200: 9, 300: 6, 400: 5}
 
 
 def set_style() -> None:
@@ -26,10 +31,14 @@ def set_style() -> None:
 
 
 def n_train_color(n: int):
-    """The colour of a training prompt length n (same n, same colour in every chapter)."""
-    palette = sns.color_palette("colorblind", len(_N_TRAIN_ANCHORS))
-    idx = int(np.argmin([abs(np.log(n) - np.log(a)) for a in _N_TRAIN_ANCHORS]))
-    return palette[idx]
+    """The colour of a training prompt length n (same n, same colour in every chapter).
+
+    The usual lengths (4 … 400) own a colour each (``_N_TRAIN_COLOUR``); other lengths take
+    the colour of the nearest usual one on a log scale.
+    """
+    anchors = np.array(sorted(_N_TRAIN_COLOUR))
+    nearest = int(anchors[np.argmin(np.abs(np.log(anchors) - np.log(max(n, 1))))])
+    return sns.color_palette("colorblind", 10)[_N_TRAIN_COLOUR[nearest]]
 
 
 def k_color(k: int, k_max: int = 20):

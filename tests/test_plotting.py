@@ -1,0 +1,17 @@
+import pytest
+
+from ttscale import plotting
+
+
+@pytest.mark.parametrize("group", [(8, 12, 16), (10, 20, 30), (10, 20, 40, 100), (20, 50, 100, 200),
+                                   (10, 20, 30, 40, 60)])
+def test_lengths_that_share_a_figure_get_distinct_colours(group):
+    colours = [plotting.n_train_color(n) for n in group]
+    assert len(set(colours)) == len(group)
+    assert plotting.TRIVIAL_STYLE["color"] not in colours
+
+
+def test_same_length_same_colour_and_nearest_anchor():
+    assert plotting.n_train_color(20) == plotting.n_train_color(20)
+    assert plotting.n_train_color(21) == plotting.n_train_color(20)
+    assert plotting.n_train_color(1000) == plotting.n_train_color(400)
