@@ -28,6 +28,7 @@ class _Error(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m ttscale`` (sub-commands list, params, run, sweep)."""
     parser = argparse.ArgumentParser(
         prog="python -m ttscale",
         description="Re-run the book's chapters with your own parameters, alone or in sweeps.")
@@ -177,6 +178,7 @@ def _cmd_sweep(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Entry point of ``python -m ttscale``; returns the exit status (0 ok, 1 a run failed, 2 bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"list": _cmd_list, "params": _cmd_params, "run": _cmd_run, "sweep": _cmd_sweep}[args.command]

@@ -42,5 +42,6 @@ def add_notebook_download(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    """Register the extension with Sphinx (listed in ``_config.yml`` under ``extra_extensions``)."""
     app.connect("html-page-context", add_notebook_download, priority=450)
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
