@@ -75,8 +75,9 @@ def ridge(X: torch.Tensor, y: torch.Tensor, penalty: float) -> torch.Tensor:
 def gd_step_size(X: torch.Tensor) -> torch.Tensor:
     """The classical safe step η = 1 / λ_max(Ŝ_m) of each prompt's loss (1/L), shape (batch,).
 
-    ℓ(ŵ) = (1/2m)‖y − Xᵀŵ‖² has Hessian Ŝ_m, so with this step every direction contracts
-    by 1 − η λ_j ∈ [0, 1). Used in {ref}`sec-pseudo-newton`.
+    ℓ(ŵ) = (1/2m)‖y − Xᵀŵ‖² has Hessian Ŝ_m, so with this step every direction is multiplied
+    by 1 − η λ_j ∈ [0, 1]: it contracts, except the null directions of Ŝ_m (λ_j = 0, which exist
+    when m < d), which stay where they are. Used in {ref}`sec-pseudo-newton`.
     """
     if X.ndim != 3:
         raise ValueError(f"X must have shape (batch, d, m), got {tuple(X.shape)}")
