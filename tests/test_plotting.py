@@ -15,3 +15,12 @@ def test_same_length_same_colour_and_nearest_anchor():
     assert plotting.n_train_color(20) == plotting.n_train_color(20)
     assert plotting.n_train_color(21) == plotting.n_train_color(20)
     assert plotting.n_train_color(1000) == plotting.n_train_color(400)
+
+
+def test_series_colours_avoid_the_orange_twins_below_nine():
+    import seaborn as sns
+
+    palette = sns.color_palette("colorblind", 10)
+    colours = plotting.series_colors(8)
+    assert len(set(colours)) == 8
+    assert not (palette[1] in colours and palette[3] in colours)

@@ -6,7 +6,7 @@ minimise the mean over the chain of E‖ŵ_i − w‖² / d. ``chain_train = 1``
 training, the paper's LSA objective: then the model never sees a non-zero estimate token
 and nothing teaches it how to read one (paper.md section 2).
 
-Optimiser: AdamW, linear warm-up over the first 5% of steps then cosine decay to 10% of
+Optimiser: Adam (AdamW with weight decay 0), linear warm-up over the first 5% of steps then cosine decay to 10% of
 ``lr``, gradients clipped at norm 1. Prompts come from the ``train`` stream of ``seed``
 (:func:`ttscale.prompts.sample`), the initial weights from ``torch.manual_seed(seed)``.
 
