@@ -6,6 +6,7 @@ by the vendored MathJax (no raw ``$$`` or ``\\[`` left in the text), every figur
 that exists, and no page shows a Python traceback. Saves a screenshot under ``_build/``.
 """
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -26,8 +27,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}  # CI has no terminal to answer prompts
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
         exe = shutil.which("chromium")
     assert exe, "chromium could not be installed"
     return exe
