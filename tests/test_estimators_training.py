@@ -59,3 +59,20 @@ def test_mixture_batches_and_bad_args():
         training.train_lsa(model, training.prompt_sampler(L, 5, 4), 1, optimizer="lbfgs")
     with pytest.raises(ValueError, match="lr must be > 0"):
         training.train_lsa(model, training.prompt_sampler(L, 5, 4), 1, lr=-1.0)
+
+
+def test_start_step_continues_the_prompt_stream():
+    # Training in two stages with start_step equals feeding the offset sampler by hand, and the
+    # recorded steps count from start_step.
+    d, L = 3, cv.power_law(3, 0.5)
+    sampler = training.prompt_sampler(L, 6, 32, seed=2)
+    a = lsa.LSA(d, W=lsa.structured_W(d), train_W=False)
+    b = lsa.LSA(d, W=lsa.structured_W(d), train_W=False)
+    training.train_lsa(a, sampler, 20, lr=0.02, progress=False)
+    h = training.train_lsa(a, sampler, 20, lr=0.005, start_step=20, record_every=10, progress=False)
+    training.train_lsa(b, sampler, 20, lr=0.02, progress=False)
+    training.train_lsa(b, lambda t: sampler(20 + t), 20, lr=0.005, progress=False)
+    assert torch.equal(a.V, b.V)
+    assert list(h.steps) == [20, 30, 40]
+    with pytest.raises(ValueError, match="start_step must be an integer >= 0"):
+        training.train_lsa(a, sampler, 1, start_step=-1)

@@ -77,3 +77,17 @@ def test_bad_inputs():
         lsa.rollout(lsa.closed_form(np.eye(3), 5), P.X, P.y, 2)
     with pytest.raises(ValueError, match="k must be an integer >= 0"):
         lsa.rollout(lsa.closed_form(np.eye(4), 5), P.X, P.y, -1)
+
+
+def test_from_map_and_applied_map_round_trip():
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((3, 3))
+    model = lsa.from_map(A, c=0.5)
+    assert np.allclose(lsa.applied_map(model), A, atol=1e-12)  # c read from W
+    assert np.allclose(lsa.applied_map(model, 0.5), A, atol=1e-12)
+    L = cv.power_law(3, 1.0)
+    assert np.allclose(lsa.applied_map(lsa.closed_form(L, 30, c=2.5)), np.linalg.inv(theory.gamma(L, 30)), rtol=1e-12)
+    with pytest.raises(ValueError, match="finite square"):
+        lsa.from_map(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="cannot read its own estimate"):
+        lsa.applied_map(lsa.LSA(3))

@@ -60,17 +60,6 @@ def test_singular_mixture_uses_min_norm_map():
     np.testing.assert_allclose(A[:, 3], 0.0, atol=1e-12)
 
 
-def test_map_cot_error_matches_direct_power():
-    rng = np.random.default_rng(0)
-    A = rng.standard_normal((4, 4)) * 0.3
-    Sigma = covariances.power_law(4, 0.5)
-    E = np.eye(4) - A @ Sigma
-    for k in [0, 1, 4]:
-        direct = np.linalg.norm(np.linalg.matrix_power(E, k), "fro") ** 2
-        assert mixtures.map_cot_error(A, Sigma, k) == pytest.approx(direct, rel=1e-12)
-    assert mixtures.map_cot_error(A, Sigma, np.array([0, 4])).shape == (2,)
-
-
 def test_sampler_groups_and_determinism(tasks):
     Lams, ns = tasks
     s = mixtures.mixture_sampler(Lams, ns, [0.5, 0.5, 0.0], batch=64, seed=2)
@@ -109,12 +98,6 @@ def test_training_reaches_mixture_map(one_thread):
     gap = min(np.linalg.norm(np.linalg.inv(theory.gamma(L, n)) - A) for L, n in zip(Lams, ns))
     assert np.linalg.norm(A_hat - A) < gap / 3
     assert losses.shape == (300,)
-
-
-def test_learned_map_reads_value_block():
-    Lam = covariances.power_law(3, 0.5)
-    model = lsa.closed_form(Lam, 12, c=2.0)
-    np.testing.assert_allclose(mixtures.learned_map(model.V, 2.0), np.linalg.inv(theory.gamma(Lam, 12)), atol=1e-12)
 
 
 def test_pair_rotation():
@@ -201,13 +184,13 @@ def test_sampler_validates_weights():
         mixtures.mixture_sampler([np.eye(3)], [5], [0.5], 8)
 
 
-def test_lsa_from_map_and_population_loss(tasks):
+def test_population_loss_matches_the_lsa_built_from_A(tasks):
     """The LSA built from A predicts ŵ = AŜw, and its Monte Carlo loss matches the formula."""
     Lams, ns = tasks
     pi = [0.3, 0.3, 0.4]
     A = mixtures.mixture_map(Lams, ns, pi)
-    model = mixtures.lsa_from_map(A, c=0.5)
-    np.testing.assert_allclose(mixtures.learned_map(model.V, 0.5), A, atol=1e-12)
+    model = lsa.from_map(A, c=0.5)
+    np.testing.assert_allclose(lsa.applied_map(model, 0.5), A, atol=1e-12)
     groups = mixtures.mixture_sampler(Lams, ns, pi, 6000, seed=3, stream="eval")(0)
     errs = np.concatenate([((lsa.rollout(model, g.X, g.y, 1)[:, 1] - g.w) ** 2).sum(1).numpy() for g in groups])
     pred = mixtures.population_loss(A, Lams, ns, pi)
@@ -216,6 +199,3 @@ def test_lsa_from_map_and_population_loss(tasks):
     assert mixtures.population_loss(A + 0.01 * np.eye(D), Lams, ns, pi) > pred
 
 
-def test_lsa_from_map_validates():
-    with pytest.raises(ValueError, match="finite square"):
-        mixtures.lsa_from_map(np.ones((2, 3)))

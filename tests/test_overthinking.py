@@ -52,24 +52,6 @@ def test_best_k_ignores_overflow():
         ot.best_k(np.empty((3, 0)))
 
 
-def test_conditional_errors_equal_population_theory_for_any_sigma():
-    Lam = cv.power_law(D, 1.0)
-    Sigma = cv.power_law(D, 0.5, rotate=True, seed=3)  # does not commute with Gamma
-    P = np.linalg.inv(theory.gamma(Lam, 50))
-    ks = np.arange(6)
-    got = ot.conditional_errors(P, Sigma, ks)[0]
-    assert np.allclose(got, theory.cot_error(Lam, 50, ks, Sigma=Sigma), rtol=1e-10)
-    assert ot.conditional_errors(P, np.stack([Sigma, Sigma]), 3).shape == (2,)
-
-
-def test_conditional_errors_validates():
-    with pytest.raises(ValueError, match="P must be a square"):
-        ot.conditional_errors(np.ones((2, 3)), np.eye(3), 1)
-    with pytest.raises(ValueError, match="S must be"):
-        ot.conditional_errors(np.eye(3), np.eye(4), 1)
-    with pytest.raises(ValueError, match="k must be non-negative"):
-        ot.conditional_errors(np.eye(3), np.eye(3), -1)
-
 
 def test_spectral_radius_is_divergence_test():
     P = np.eye(3)
@@ -132,14 +114,6 @@ def test_isotropic_phase_diagram_against_one_step_theory_and_mp():
         ot.isotropic_phase_diagram(D, [10], [20], 1, batch=0)
 
 
-def test_model_preconditioner_reads_gamma_inverse():
-    Lam = cv.power_law(D, 1.0)
-    model = lsa.closed_form(Lam, 30, c=2.5)
-    assert np.allclose(ot.model_preconditioner(model), np.linalg.inv(theory.gamma(Lam, 30)), rtol=1e-12)
-    with pytest.raises(ValueError, match="cannot read its own estimate"):
-        ot.model_preconditioner(lsa.LSA(D))
-
-
 def test_diagnose_predicts_population_curve_and_validates():
     Lam = cv.missing_skills(D, 5)
     P = np.linalg.inv(theory.gamma(Lam, 40))
@@ -166,8 +140,8 @@ def test_self_labelled_errors_estimate_the_conditional_errors():
     X = prompts.sample(I, 60, 5, seed=3, stream="eval").X
     e = ot.self_labelled_errors(model, X, 4, draws=3000, seed=1)
     assert e.shape == (15000, 5)
-    P = ot.model_preconditioner(model)
-    expected = ot.conditional_errors(P, prompts.sample_covariance(X), np.arange(5)).mean(0)
+    P = lsa.applied_map(model)
+    expected = theory.map_error(P, prompts.sample_covariance(X), np.arange(5)).mean(0)
     se = e.std(0, ddof=1) / np.sqrt(e.shape[0])
     assert np.all(np.abs(e.mean(0) - expected) <= 5 * se + 1e-12)
     with pytest.raises(ValueError, match="draws must be an integer >= 1"):

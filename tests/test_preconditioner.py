@@ -12,25 +12,6 @@ def _set(Lam, n, R, N, seed=0):
     return P.X.reshape(R, N, d, n), P.w.reshape(R, N, d)
 
 
-def test_preconditioned_error_equals_theory_for_gamma_inverse():
-    for Lam, Sigma in [(cv.power_law(6, 1.0), None), (cv.power_law(6, 1.0, rotate=True, seed=1), cv.identity(6))]:
-        G_inv = np.linalg.inv(theory.gamma(Lam, 9))
-        ks = np.array([0, 1, 3, 7])
-        S = Lam if Sigma is None else Sigma
-        assert np.allclose(preconditioner.preconditioned_error(G_inv, S, ks), theory.cot_error(Lam, 9, ks, Sigma=Sigma))
-    assert isinstance(preconditioner.preconditioned_error(G_inv, Lam, 2), float)
-
-
-def test_preconditioned_error_batched_and_unsorted_k():
-    Lam = cv.power_law(4, 0.5)
-    P = np.stack([np.eye(4) * s for s in (0.1, 0.5)])
-    got = preconditioner.preconditioned_error(P, Lam, np.array([3, 1]))
-    for r, s in enumerate((0.1, 0.5)):
-        for j, k in enumerate((3, 1)):
-            ref = np.linalg.norm(np.linalg.matrix_power(np.eye(4) - s * Lam, k)) ** 2
-            assert np.isclose(got[r, j], ref)
-
-
 def test_plugin_converges_to_gamma_inverse():
     Lam = cv.power_law(5, 1.0)
     X, _ = _set(Lam, 10, 2, 2000)
@@ -81,7 +62,3 @@ def test_rules():
         preconditioner.plugin_gamma_inverse(torch.zeros(1, 2, 3, 4), 0)
     with pytest.raises(ValueError, match="w must have shape"):
         preconditioner.erm_preconditioner(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 4))
-    with pytest.raises(ValueError, match="Sigma must be"):
-        preconditioner.preconditioned_error(np.eye(3), np.eye(4), 1)
-    with pytest.raises(ValueError, match="k must be"):
-        preconditioner.preconditioned_error(np.eye(3), np.eye(3), -1)

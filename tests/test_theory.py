@@ -142,3 +142,54 @@ def test_diverging_error_overflows_to_inf_not_nan():
     e = theory.cot_error(cv.missing_skills(20, 5), 400, ks, np.eye(20))
     assert not np.any(np.isnan(e)) and np.isinf(e[-1]) and e[1] > 1e20
     assert int(np.argmin(e)) == 0
+
+
+# map_error: one implementation of ‖(I − PΣ)^k‖_F² for any P (trained maps, mixtures,
+# estimated preconditioners, per-prompt sample covariances).
+
+def test_map_error_matches_direct_power_for_any_map():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((4, 4)) * 0.3
+    Sigma = cv.power_law(4, 0.5)
+    E = np.eye(4) - A @ Sigma
+    for k in [0, 1, 4]:
+        direct = np.linalg.norm(np.linalg.matrix_power(E, k), "fro") ** 2
+        assert theory.map_error(A, Sigma, k) == pytest.approx(direct, rel=1e-12)
+    assert theory.map_error(A, Sigma, np.array([0, 4])).shape == (2,)
+
+
+def test_map_error_equals_cot_error_for_gamma_inverse():
+    for Lam, Sigma in [(cv.power_law(6, 1.0), None), (cv.power_law(6, 1.0, rotate=True, seed=1), cv.identity(6)),
+                       (cv.power_law(6, 1.0), cv.power_law(6, 0.5, rotate=True, seed=3))]:
+        G_inv = np.linalg.inv(theory.gamma(Lam, 9))
+        ks = np.array([0, 1, 3, 7])
+        S = Lam if Sigma is None else Sigma
+        assert np.allclose(theory.map_error(G_inv, S, ks), theory.cot_error(Lam, 9, ks, Sigma=Sigma), rtol=1e-10)
+    assert isinstance(theory.map_error(G_inv, Lam, 2), float)
+
+
+def test_map_error_batches_over_maps_and_over_covariances_with_unsorted_k():
+    Lam = cv.power_law(4, 0.5)
+    P = np.stack([np.eye(4) * s for s in (0.1, 0.5)])
+    got = theory.map_error(P, Lam, np.array([3, 1]))
+    for r, s in enumerate((0.1, 0.5)):
+        for j, k in enumerate((3, 1)):
+            ref = np.linalg.norm(np.linalg.matrix_power(np.eye(4) - s * Lam, k)) ** 2
+            assert np.isclose(got[r, j], ref)
+    S = np.stack([Lam, 2 * Lam, 3 * Lam])
+    per_prompt = theory.map_error(0.2 * np.eye(4), S, 3)
+    assert per_prompt.shape == (3,)
+    assert np.allclose(per_prompt, [theory.map_error(0.2 * np.eye(4), M, 3) for M in S])
+
+
+def test_map_error_rules():
+    with pytest.raises(ValueError, match="P must be a finite square"):
+        theory.map_error(np.ones((2, 3)), np.eye(3), 1)
+    with pytest.raises(ValueError, match="Sigma must be 3 x 3"):
+        theory.map_error(np.eye(3), np.eye(4), 1)
+    with pytest.raises(ValueError, match="Sigma must be a \\(d, d\\) covariance or"):
+        theory.map_error(np.eye(3), np.ones((2, 4, 4)), 1)
+    with pytest.raises(ValueError, match="same batch size"):
+        theory.map_error(np.stack([np.eye(3)] * 2), np.stack([np.eye(3)] * 3), 1)
+    with pytest.raises(ValueError, match="k must be non-negative"):
+        theory.map_error(np.eye(3), np.eye(3), -1)

@@ -20,7 +20,7 @@ from torch import nn
 from . import checks, theory
 from .prompts import embed
 
-__all__ = ["Blocks", "blocks", "LSA", "closed_form", "structured_W", "rollout"]
+__all__ = ["Blocks", "blocks", "LSA", "closed_form", "from_map", "applied_map", "structured_W", "rollout"]
 
 
 class Blocks(NamedTuple):
@@ -101,18 +101,48 @@ def structured_W(d: int, c: float = 1.0, dtype: torch.dtype = torch.float64) -> 
     return W
 
 
+def from_map(A, c: float = 1.0, dtype: torch.dtype = torch.float64) -> LSA:
+    """The LSA that applies a given d x d map A: W = :func:`structured_W`, V_{w,x} = −A/c, zero elsewhere.
+
+    Its chain computes ŵ ← ŵ − A Ŝ_m (ŵ − w). With A = Γ⁻¹ this is :func:`closed_form`; with a
+    mixture's map it is the optimum of mixture training. Used in {ref}`sec-task-selection`.
+    """
+    c = checks.positive_real(c, "c")
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or not np.all(np.isfinite(A)):
+        raise ValueError(f"A must be a finite square matrix, got shape {A.shape}")
+    d = A.shape[0]
+    b = blocks(d)
+    V = torch.zeros(2 * d + 2, 2 * d + 2, dtype=dtype)
+    V[b.w, b.x] = torch.as_tensor(-A / c, dtype=dtype)
+    return LSA(d, V, structured_W(d, c, dtype), train_W=False, dtype=dtype)
+
+
 def closed_form(Lam, n_train: int, c: float = 1.0, dtype: torch.dtype = torch.float64) -> LSA:
     """The LSA at the optimum of Theorem 3.1: W = :func:`structured_W`, V_{w,x} = −Γ⁻¹/c.
 
     Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
     """
     c = checks.positive_real(c, "c")
-    G_inv = np.linalg.inv(theory.gamma(Lam, n_train))
-    d = G_inv.shape[0]
-    b = blocks(d)
-    V = torch.zeros(2 * d + 2, 2 * d + 2, dtype=dtype)
-    V[b.w, b.x] = torch.as_tensor(-G_inv / c, dtype=dtype)
-    return LSA(d, V, structured_W(d, c, dtype), train_W=False, dtype=dtype)
+    return from_map(np.linalg.inv(theory.gamma(Lam, n_train)), c, dtype)
+
+
+def applied_map(model: LSA, c: float | None = None) -> np.ndarray:
+    """The map A = −c V_{w,x} a (trained) LSA applies in its chain, read from its weights, (d, d).
+
+    ``c`` is the scale at which the model reads its own estimate; by default the mean diagonal
+    of W's (x-rows, w-columns) block. For the trained model A ≈ Γ⁻¹. Used in
+    {ref}`sec-pseudo-newton`, {ref}`sec-overthinking` and {ref}`sec-task-selection`.
+    """
+    b = blocks(model.d)
+    with torch.no_grad():
+        if c is None:
+            c = float(torch.diagonal(model.W[b.x, b.w]).mean())
+            if not np.isfinite(c) or c == 0:
+                raise ValueError("the model's W has no (x-rows, w-columns) block: it cannot read its own estimate")
+        else:
+            c = checks.positive_real(c, "c")
+        return (-c * model.V[b.w, b.x]).cpu().numpy().astype(np.float64)
 
 
 @torch.no_grad()

@@ -27,14 +27,11 @@ __all__ = [
     "validate_weights",
     "mixture_moments",
     "mixture_map",
-    "map_cot_error",
     "mixture_cot_error",
     "mixture_counts",
     "mixture_sampler",
     "power_law_tasks",
     "pair_rotation",
-    "learned_map",
-    "lsa_from_map",
     "population_loss",
     "train_mixture",
 ]
@@ -125,37 +122,13 @@ def mixture_map(Lams, n_trains, weights) -> np.ndarray:
     return Lbar @ np.linalg.pinv(M, rcond=1e-12, hermitian=True)
 
 
-def map_cot_error(A, Sigma, k):
-    """‖(I − AΣ)^k‖_F², the m → ∞ error after k model applications of ŵ ← ŵ − A Ŝ (ŵ − w).
-
-    Any d x d map ``A`` (e.g. a trained model's −c V_{w,x}); ``k`` an int (returns a float)
-    or an array of ints (returns an array of that shape).
-    """
-    A = np.asarray(A, dtype=np.float64)
-    if A.ndim != 2 or A.shape[0] != A.shape[1]:
-        raise ValueError(f"A must be a square matrix, got shape {A.shape}")
-    if not np.all(np.isfinite(A)):
-        raise ValueError("A must have finite entries")
-    Sigma = checks.covariance(Sigma, "Sigma", d=A.shape[0])
-    ks = checks.steps(k, "k")
-    E = np.eye(A.shape[0]) - A @ Sigma
-    kmax = int(ks.max()) if ks.size else 0
-    errs = np.empty(kmax + 1)
-    P = np.eye(A.shape[0])
-    for j in range(kmax + 1):  # one matrix power per step, shared by every requested k
-        errs[j] = float(np.sum(P * P))
-        P = P @ E
-    out = errs[ks]
-    return float(out) if ks.ndim == 0 else out
-
-
 def mixture_cot_error(Lams, n_trains, weights, Sigma, k):
     """Downstream error ‖(I − AΣ)^k‖_F² of the LSA trained on the mixture (A = :func:`mixture_map`).
 
     With one type this equals :func:`ttscale.theory.cot_error` ``(Lam, n, k, Sigma)``.
     """
     A = mixture_map(Lams, n_trains, weights)
-    return map_cot_error(A, Sigma, k)
+    return theory.map_error(A, Sigma, k)
 
 
 def mixture_counts(weights, batch: int, seed: int, step: int) -> np.ndarray:
@@ -231,19 +204,6 @@ def pair_rotation(d: int, theta: float) -> np.ndarray:
     return U
 
 
-def learned_map(V, c: float = 1.0) -> np.ndarray:
-    """A = −c V_{w,x}: the map a trained LSA applies (its value block read back), shape (d, d)."""
-    from .lsa import blocks
-
-    V = np.asarray(V.detach().cpu().numpy() if hasattr(V, "detach") else V, dtype=np.float64)
-    if V.ndim != 2 or V.shape[0] != V.shape[1] or V.shape[0] % 2 or V.shape[0] < 4:
-        raise ValueError(f"V must be a (2d+2) x (2d+2) matrix, got shape {V.shape}")
-    c = checks.positive_real(c, "c")
-    d = (V.shape[0] - 2) // 2
-    b = blocks(d)
-    return -c * V[b.w, b.x]
-
-
 def train_mixture(Lams, n_trains, weights, *, batch: int = 256, lrs=(0.03, 0.01, 0.003, 0.001),
                   steps_per_lr: int = 150, c: float = 1.0, seed: int = 0):
     """Train an LSA (W fixed at its structure, V from 0) on the mixture; return (model, Â, losses).
@@ -252,7 +212,7 @@ def train_mixture(Lams, n_trains, weights, *, batch: int = 256, lrs=(0.03, 0.01,
     schedule: the loss is a convex quadratic in V, and a smaller step shrinks the stochastic-
     gradient noise floor around the optimum). Batches come from :func:`mixture_sampler`, one
     step index sequence across the stages, so no batch repeats. Â = −c V_{w,x}
-    (:func:`learned_map`) is what the model applies at test time.
+    (:func:`ttscale.lsa.applied_map`) is what the model applies at test time.
     """
     import torch
 
@@ -270,30 +230,9 @@ def train_mixture(Lams, n_trains, weights, *, batch: int = 256, lrs=(0.03, 0.01,
     losses = []
     for stage, lr in enumerate(lrs):
         offset = stage * steps_per_lr
-        hist = training.train_lsa(model, lambda t, o=offset: sampler(t + o), steps_per_lr, lr, progress=False)
+        hist = training.train_lsa(model, sampler, steps_per_lr, lr, start_step=offset, progress=False)
         losses.append(hist.loss)
-    return model, learned_map(model.V, c), np.concatenate(losses)
-
-
-def lsa_from_map(A, c: float = 1.0):
-    """The LSA that applies a given map: W = structured_W(d, c), V_{w,x} = −A/c, zero elsewhere.
-
-    With A = Γ⁻¹ this is :func:`ttscale.lsa.closed_form`; with A = :func:`mixture_map` it is the
-    population optimum of mixture training. Used in {ref}`sec-task-selection`.
-    """
-    import torch
-
-    from . import lsa
-
-    A = np.asarray(A, dtype=np.float64)
-    if A.ndim != 2 or A.shape[0] != A.shape[1] or not np.all(np.isfinite(A)):
-        raise ValueError(f"A must be a finite square matrix, got shape {A.shape}")
-    c = checks.positive_real(c, "c")
-    d = A.shape[0]
-    b = lsa.blocks(d)
-    V = torch.zeros(2 * d + 2, 2 * d + 2, dtype=torch.float64)
-    V[b.w, b.x] = torch.as_tensor(-A / c)
-    return lsa.LSA(d, V, lsa.structured_W(d, c), train_W=False)
+    return model, lsa.applied_map(model, c), np.concatenate(losses)
 
 
 def population_loss(A, Lams, n_trains, weights) -> float:

@@ -21,14 +21,13 @@ import numpy as np
 import torch
 
 from . import checks, prompts, theory
-from .lsa import LSA, blocks
+from .lsa import LSA, applied_map
 
 __all__ = [
     "mp_lambda_max",
     "mp_edge_ratio",
     "critical_n_train",
     "best_k",
-    "conditional_errors",
     "spectral_radius",
     "population_prompts",
     "rollout_errors",
@@ -36,7 +35,6 @@ __all__ = [
     "finite_m_errors",
     "PhaseDiagram",
     "isotropic_phase_diagram",
-    "model_preconditioner",
     "Diagnosis",
     "diagnose",
     "self_labelled_errors",
@@ -127,37 +125,6 @@ def _as_tensor(a, dtype=torch.float64):
     return a.to(dtype) if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a), dtype=dtype)
 
 
-def conditional_errors(P, S, k) -> np.ndarray:
-    """‖(I − P Ŝ)^k‖_F² for each sample covariance in ``S`` and each k: E_w‖ŵ_k − w‖² given X.
-
-    ``P`` is the (d, d) preconditioner (Γ⁻¹ for the trained LSA; any matrix works), ``S`` a
-    (batch, d, d) stack of Ŝ_m (or one (d, d) matrix). ``k`` an int or an array of ints.
-    Computed by repeated products of B = I − PŜ (exact for any P, no eigen-decomposition),
-    in float64; a divergent chain may overflow to ``inf`` at very large k.
-    Returns (batch, len(k)) (or (batch,) for an int k). Used in {ref}`sec-overthinking`.
-    """
-    ks = checks.steps(k, "k")
-    P = _as_tensor(P)
-    S = _as_tensor(S)
-    if S.ndim == 2:
-        S = S[None]
-    if P.ndim != 2 or P.shape[0] != P.shape[1]:
-        raise ValueError(f"P must be a square (d, d) matrix, got shape {tuple(P.shape)}")
-    if S.ndim != 3 or S.shape[1:] != P.shape:
-        raise ValueError(f"S must be (batch, d, d) with d = {P.shape[0]} to match P, got shape {tuple(S.shape)}")
-    d = P.shape[0]
-    B = torch.eye(d, dtype=P.dtype) - P @ S  # (batch, d, d)
-    k_max = int(ks.max()) if ks.size else 0
-    E = torch.eye(d, dtype=P.dtype).expand_as(B).clone()
-    norms = [torch.full((S.shape[0],), float(d), dtype=P.dtype)]
-    with np.errstate(over="ignore"):
-        for _ in range(k_max):  # sequential powers B^k, each batched over prompts
-            E = B @ E
-            norms.append((E * E).sum(dim=(1, 2)))
-    out = torch.stack(norms, dim=1).numpy()[:, ks.reshape(-1)]
-    return out[:, 0] if ks.ndim == 0 else out.reshape((S.shape[0],) + ks.shape)
-
-
 def spectral_radius(P, S) -> np.ndarray:
     """max_j |1 − ν_j| over the eigenvalues ν_j of P Ŝ, per prompt: the chain diverges iff > 1.
 
@@ -233,7 +200,7 @@ def finite_m_errors(Lam, n_train: int, m_test: int, k, *, Sigma=None, batch: int
     P = np.linalg.inv(theory.gamma(Lam, n_train))
     X = prompts.sample(Sigma, m, batch, seed=seed, stream=stream, step=step).X
     S = prompts.sample_covariance(X)
-    return FiniteM(conditional_errors(P, S, k), spectral_radius(P, S))
+    return FiniteM(theory.map_error(P, S, k), spectral_radius(P, S))
 
 
 class PhaseDiagram(NamedTuple):
@@ -278,21 +245,6 @@ def isotropic_phase_diagram(d: int, n_train, m_test, k: int, *, batch: int = 100
 
 
 # --------------------------------------------------------------------------- diagnostic
-def model_preconditioner(model: LSA) -> np.ndarray:
-    """The preconditioner P a trained LSA applies, read from its weights: P = −c V_{w,x}.
-
-    c is the mean of the diagonal of W's (x-rows, w-columns) block, the scale at which the
-    model reads its own estimate. For the trained model P ≈ Γ⁻¹, so Γ = P⁻¹ is the model's
-    "Γ". Used in {ref}`sec-overthinking`.
-    """
-    b = blocks(model.d)
-    with torch.no_grad():
-        c = float(torch.diagonal(model.W[b.x, b.w]).mean())
-        if not np.isfinite(c) or c == 0:
-            raise ValueError("the model's W has no (x-rows, w-columns) block: it cannot read its own estimate")
-        return (-c * model.V[b.w, b.x]).numpy().copy()
-
-
 class Diagnosis(NamedTuple):
     """A prediction of the CoT error curve on a downstream task, before running any chain."""
 
@@ -308,7 +260,7 @@ class Diagnosis(NamedTuple):
 def diagnose(P, X, k_max: int) -> Diagnosis:
     """Predict whether longer chains help on a downstream task, and the best k.
 
-    Inputs: the model's preconditioner ``P`` (:func:`model_preconditioner`, i.e. Γ⁻¹) and the
+    Inputs: the model's preconditioner ``P`` (:func:`ttscale.lsa.applied_map`, i.e. Γ⁻¹) and the
     *features* ``X`` (batch, d, m) of a few downstream prompts — no answers. Each prompt's
     expected error over an isotropic prior w ~ N(0, I_d) is ‖(I − PŜ_m)^k‖_F² exactly, so the
     mean over the sample predicts the task's error curve for k = 0…k_max, including the
@@ -323,7 +275,7 @@ def diagnose(P, X, k_max: int) -> Diagnosis:
         raise ValueError(f"P must be (d, d) with d = {X.shape[1]} (the prompts' dimension), got {P.shape}")
     ks = np.arange(k_max + 1)
     S = prompts.sample_covariance(X)
-    e = conditional_errors(P, S, ks)  # (batch, K)
+    e = theory.map_error(P, S, ks)  # (batch, K)
     finite = np.where(np.isfinite(e), e, np.inf)
     with np.errstate(invalid="ignore", over="ignore"):
         pred = finite.mean(axis=0)
@@ -339,7 +291,7 @@ def self_labelled_errors(model: LSA, X, k_max: int, *, draws: int = 1, seed: int
     (seeded, ``eval`` stream), set y = Xᵀw, run :func:`ttscale.lsa.rollout` and return the
     errors ‖ŵ_k − w‖², shape (batch · draws, k_max + 1). Needs no answers from the downstream
     task and no formula for the model, only the isotropic prior on w; it also sees every
-    weight of the model, not only the block that :func:`model_preconditioner` reads.
+    weight of the model, not only the block that :func:`ttscale.lsa.applied_map` reads.
     Used in {ref}`sec-overthinking`.
     """
     k_max = checks.positive_int(k_max, "k_max")
@@ -378,7 +330,7 @@ def test_diagnostic(model: LSA, Sigma, m_test: int, k_max: int, *, sample: int =
     heldout = checks.positive_int(heldout, "heldout")
     if sample < 2:
         raise ValueError(f"sample must be >= 2 prompts (a standard error needs two), got {sample}")
-    P = model_preconditioner(model)
+    P = applied_map(model)
     X = prompts.sample(Sigma, m_test, sample, seed=seed, stream="eval", step=step).X
     dg = diagnose(P, X, k_max)
     selfl = self_labelled_errors(model, X, k_max, draws=draws, seed=seed + step).mean(0)

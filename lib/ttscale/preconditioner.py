@@ -9,18 +9,17 @@ prompts there are two natural finite-sample versions:
   prompts, Σ_p ‖w_p − A Ŝ_p w_p‖², i.e. A = (Σ w_p u_pᵀ)(Σ u_p u_pᵀ)⁺ with u_p = Ŝ_p w_p — the
   limit of gradient descent from V = 0 on the V_{w,x} block alone (other blocks frozen at 0).
 
-:func:`preconditioned_error` gives the m → ∞ error ‖(I − PΣ)^k‖_F² of CoT with any P.
+:func:`ttscale.theory.map_error` gives the m → ∞ error ‖(I − PΣ)^k‖_F² of CoT with any P.
 Used in {ref}`sec-pseudo-newton`.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from . import checks
 
-__all__ = ["plugin_gamma_inverse", "erm_preconditioner", "preconditioned_error"]
+__all__ = ["plugin_gamma_inverse", "erm_preconditioner"]
 
 
 def _training_set(X: torch.Tensor) -> torch.Tensor:
@@ -64,31 +63,3 @@ def erm_preconditioner(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     B = torch.einsum("rpd,rpe->rde", w, u)
     G = torch.einsum("rpd,rpe->rde", u, u)
     return B @ torch.linalg.pinv(G, hermitian=True)
-
-
-@torch.no_grad()
-def preconditioned_error(P, Sigma, k) -> np.ndarray:
-    """‖(I − PΣ)^k‖_F², the m → ∞ error of k CoT steps with preconditioner ``P``.
-
-    ``P`` is (d, d) or (replicates, d, d); ``k`` an int or a 1-d array of ints. Returns an
-    array of shape (replicates?, len(k)?) following the inputs (a float for one P and one k).
-    Equals :func:`ttscale.theory.cot_error` for P = Γ⁻¹. Used in {ref}`sec-pseudo-newton`.
-    """
-    ks = checks.steps(k, "k")
-    P = torch.as_tensor(np.asarray(P, dtype=np.float64))
-    if P.ndim not in (2, 3) or P.shape[-1] != P.shape[-2]:
-        raise ValueError(f"P must be (d, d) or (replicates, d, d), got {tuple(P.shape)}")
-    d = P.shape[-1]
-    Sigma = torch.as_tensor(checks.covariance(Sigma, "Sigma", d=d))
-    E = torch.eye(d, dtype=P.dtype) - P @ Sigma
-    flat = ks.reshape(-1)
-    out = torch.empty(*P.shape[:-2], flat.size, dtype=P.dtype)
-    power = torch.eye(d, dtype=P.dtype).expand_as(E).clone()
-    done = 0
-    for j, kk in sorted(enumerate(flat), key=lambda t: t[1]):  # one matrix power chain
-        while done < kk:
-            power = power @ E
-            done += 1
-        out[..., j] = (power ** 2).sum((-2, -1))
-    res = out.reshape(tuple(P.shape[:-2]) + tuple(ks.shape)).numpy()
-    return float(res) if res.ndim == 0 else res

@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import checks
-from .mixtures import map_cot_error, mixture_map, mixture_moments, validate_tasks, validate_weights
+from . import checks, theory
+from .mixtures import mixture_map, mixture_moments, validate_tasks, validate_weights
 
 __all__ = [
     "Selection",
@@ -120,7 +120,7 @@ def select_surrogate(Lams, Sigma, solver: str = "CLARABEL") -> Selection:
 def exact_objective(Lams, n_trains, weights, Sigma, k: int) -> float:
     """‖(I − A(π)Σ)^k‖_F²: downstream error after k CoT steps of the mixture-trained LSA."""
     k = checks.positive_int(k, "k")
-    return map_cot_error(mixture_map(Lams, n_trains, weights), Sigma, k)
+    return theory.map_error(mixture_map(Lams, n_trains, weights), Sigma, k)
 
 
 def exact_gradient(Lams, n_trains, weights, Sigma, k: int) -> np.ndarray:
@@ -129,7 +129,6 @@ def exact_gradient(Lams, n_trains, weights, Sigma, k: int) -> np.ndarray:
     With E = I − AΣ, F = E^k and H = Σ_{j<k} (E^j)ᵀ F (E^{k−1−j})ᵀ: ∂f = −2⟨H Σ, ∂A⟩ and
     ∂A/∂π_ℓ = (Λ_ℓ − A Γ_ℓΛ_ℓ) M⁻¹ (differentiating A M = Λ̄).
     """
-    from . import theory
 
     k = checks.positive_int(k, "k")
     Lams, ns = validate_tasks(Lams, n_trains)
@@ -173,7 +172,6 @@ def select_exact(Lams, n_trains, Sigma, k: int, *, n_random_starts: int = 4, see
     """
     from scipy.optimize import minimize
 
-    from . import theory
 
     k = checks.positive_int(k, "k")
     Lams, ns = validate_tasks(Lams, n_trains)

@@ -19,6 +19,7 @@ __all__ = [
     "gamma",
     "hardness",
     "cot_error",
+    "map_error",
     "one_step_error",
     "cot_error_bound",
     "one_step_bound",
@@ -109,6 +110,47 @@ def cot_error(Lam, n_train: int, k, Sigma=None):
     # squared norm it stands for is +inf, not "not a number".
     err = np.where(np.isnan(err), np.inf, err)
     return float(err[0]) if ks.ndim == 0 else err.reshape(ks.shape)
+
+
+def map_error(P, Sigma, k):
+    """‖(I − PΣ)^k‖_F² for any preconditioner P: the error of k steps of ŵ ← ŵ − P S (ŵ − w).
+
+    The error vector after k steps is −(I − PS)^k w and E[wwᵀ] = I, so with S = Σ (m → ∞) this
+    is E‖ŵ_k − w‖², and with S a prompt's sample covariance Ŝ_m it is the error averaged over w
+    given that prompt's features. For P = Γ⁻¹ it equals :func:`cot_error`; it serves any other
+    map too: a trained model's value block, a mixture's map, an estimated Γ⁻¹.
+
+    ``P`` is (d, d) or a (batch, d, d) stack; ``Sigma`` is one (d, d) covariance or a
+    (batch, d, d) stack; the batch axes broadcast. ``k`` an int or an array of ints. Returns an
+    array of shape batch + k's shape (a float for one P, one Sigma and one k). Computed by
+    repeated products of B = I − PΣ, one chain shared by every k; a diverging chain overflows
+    to ``inf``. Used in {ref}`sec-pseudo-newton`, {ref}`sec-overthinking` and
+    {ref}`sec-task-selection`.
+    """
+    ks = checks.steps(k, "k")
+    P = np.asarray(P, dtype=np.float64)
+    if P.ndim not in (2, 3) or P.shape[-1] != P.shape[-2] or not np.all(np.isfinite(P)):
+        raise ValueError(f"P must be a finite square (d, d) matrix or (batch, d, d) stack, got shape {P.shape}")
+    d = P.shape[-1]
+    S = np.asarray(Sigma, dtype=np.float64)
+    if S.ndim == 2:
+        S = checks.covariance(S, "Sigma", d=d)
+    elif S.ndim != 3 or S.shape[1:] != (d, d) or not np.all(np.isfinite(S)):
+        raise ValueError(f"Sigma must be a (d, d) covariance or a finite (batch, d, d) stack with d = {d}, got shape {S.shape}")
+    if P.ndim == 3 and S.ndim == 3 and P.shape[0] != S.shape[0]:
+        raise ValueError(f"P and Sigma stacks must have the same batch size, got {P.shape[0]} and {S.shape[0]}")
+    B = np.eye(d) - P @ S
+    k_max = int(ks.max()) if ks.size else 0
+    norms = np.empty(B.shape[:-2] + (k_max + 1,))
+    power = np.broadcast_to(np.eye(d), B.shape).copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in range(k_max + 1):  # one chain of powers B^j, shared by every requested k
+            norms[..., j] = (power * power).sum(axis=(-2, -1))
+            if j < k_max:
+                power = B @ power
+    norms = np.where(np.isnan(norms), np.inf, norms)  # inf − inf inside an overflowed product
+    out = norms[..., ks.reshape(-1)].reshape(B.shape[:-2] + ks.shape)
+    return float(out) if out.ndim == 0 else out
 
 
 def symmetrised_error(Lam, n_train: int, k, Sigma=None):

@@ -71,36 +71,41 @@ def train_lsa(
     *,
     optimizer: str = "adam",
     record_every: int = 0,
+    start_step: int = 0,
     progress: bool = True,
 ) -> History:
     """Train ``model`` in place for ``steps`` steps; returns the :class:`History`.
 
     ``optimizer`` is ``"adam"`` or ``"sgd"``. ``record_every > 0`` stores V every that many
     steps (and at step 0 and the end) so a chapter can plot its distance to −Γ⁻¹/c.
+    ``start_step`` continues a prompt stream: batches are ``sampler(start_step + t)`` and the
+    recorded steps count from it, so training in stages (a fresh optimiser at each learning rate
+    of a decreasing schedule) never reuses a batch.
     Deterministic given the sampler's seed: the optimiser has no randomness of its own.
     """
     steps = checks.nonnegative_int(steps, "steps")
     lr = checks.positive_real(lr, "lr")
     checks.one_of(optimizer, ("adam", "sgd"), "optimizer")
     record_every = checks.nonnegative_int(record_every, "record_every")
+    start_step = checks.nonnegative_int(start_step, "start_step")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
     losses = np.empty(steps)
     rec_steps, rec_V = [], []
 
     def record(t):
-        rec_steps.append(t)
+        rec_steps.append(start_step + t)
         rec_V.append(model.V.detach().cpu().numpy().copy())
 
     if record_every:
         record(0)
     for t in bar(range(steps), desc="training LSA") if progress else range(steps):
         opt.zero_grad()
-        loss = lsa_loss(model, sampler(t))
+        loss = lsa_loss(model, sampler(start_step + t))
         loss.backward()
         opt.step()
         losses[t] = loss.item()
-        if record_every and ((t + 1) % record_every == 0 or t + 1 == steps) and (not rec_steps or rec_steps[-1] != t + 1):
+        if record_every and ((t + 1) % record_every == 0 or t + 1 == steps) and (not rec_steps or rec_steps[-1] != start_step + t + 1):
             record(t + 1)
     D = 2 * model.d + 2
     V = np.stack(rec_V) if rec_V else np.empty((0, D, D))
