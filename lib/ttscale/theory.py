@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import checks
+from fractions import Fraction
+from math import comb
+
+from . import checks, wishart
 
 __all__ = [
     "gamma",
@@ -26,6 +29,12 @@ __all__ = [
     "preconditioned_spectrum",
     "symmetrised_error",
     "smallest_n_train",
+    "finite_m_error",
+    "finite_m_cot_error",
+    "finite_m_conditional_sd",
+    "proportional_limit_error",
+    "ISOTROPIC_K_MAX",
+    "GENERAL_K_MAX",
 ]
 
 
@@ -229,3 +238,214 @@ def smallest_n_train(Lam, k, target: float, n_max: int = 10_000):
     ok = err <= target
     first = np.where(ok.any(axis=0), ok.argmax(axis=0) + 1.0, np.nan)
     return float(first[0]) if ks.ndim == 0 else first.reshape(ks.shape)
+
+
+# --------------------------------------------------------------------------- finite test prompts
+
+#: Largest k of the exact isotropic method (moments E tr W^j up to j = 2k).
+ISOTROPIC_K_MAX = wishart.MAX_DEGREE // 2
+#: Largest k of the exact method for general P and Sigma (Isserlis over 2k Ŝ factors).
+GENERAL_K_MAX = wishart.MAX_FACTORS // 2
+
+
+def _scalar_multiple(M, name):
+    """Return c if the square matrix M equals c·I (relative tolerance 1e-12), else None."""
+    d = M.shape[0]
+    c = float(np.trace(M)) / d
+    scale = max(np.abs(M).max(), np.finfo(float).tiny)
+    if np.abs(M - c * np.eye(d)).max() <= 1e-12 * scale:
+        return c
+    return None
+
+
+def _finite_m_args(P, Sigma, m_test, k, noise):
+    ks = checks.steps(k, "k")
+    try:
+        P = np.asarray(P, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("P must be a square matrix of real numbers") from None
+    if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] == 0:
+        raise ValueError(f"P must be a non-empty square (d, d) matrix, got shape {P.shape}")
+    if not np.all(np.isfinite(P)):
+        raise ValueError("P must have finite entries (no NaN or inf)")
+    d = P.shape[0]
+    Sigma = checks.covariance(Sigma, "Sigma", d=d)
+    m = checks.positive_int(m_test, "m_test")
+    noise = checks.finite_real(noise, "noise")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0 (it is the label noise's standard deviation), got {noise!r}")
+    return P, Sigma, m, ks, noise
+
+
+def _iso_terms(d, m, p, s, ks, noise, moments):
+    """Exact signal and noise terms for P = pI, Sigma = sI; ``moments[j]`` ~ E tr (W^j) (exact)."""
+    c = Fraction(p) * Fraction(s) / m  # P Ŝ = c W
+    a, b = c.numerator, c.denominator
+    out = np.empty(ks.size)
+    for idx, kk in enumerate(ks.reshape(-1)):
+        kk = int(kk)
+        # E tr (I − cW)^{2k} = Σ_j C(2k, j) (−c)^j E tr W^j, summed exactly in integers over b^{2k}
+        num = sum(comb(2 * kk, j) * (-a) ** j * b ** (2 * kk - j) * moments[j] for j in range(2 * kk + 1))
+        value = Fraction(num) / b ** (2 * kk)
+        if noise > 0 and kk > 0:
+            # (noise²/m) E tr(Q Ŝ Qᵀ), Q = Σ_{i<k} (I − A)^i P: per eigenvalue a of A = PŜ it is
+            # p (1 − (1 − a)^k)² / a = p · a · q(a)², q(a) = Σ_{j=1}^k C(k, j) (−1)^{j+1} a^{j−1}
+            q = [comb(kk, j + 1) * (-1) ** j for j in range(kk)]
+            g = [0] * (2 * kk)
+            for i, qi in enumerate(q):
+                for j, qj in enumerate(q):
+                    g[i + j + 1] += qi * qj
+            nnum = sum(gl * a**l * b ** (2 * kk - 1 - l) * moments[l] for l, gl in enumerate(g) if gl)
+            value += Fraction(noise) ** 2 * Fraction(p) / m * (Fraction(nnum) / b ** (2 * kk - 1))
+        out[idx] = float(value) if abs(value) < Fraction(10) ** 300 else np.inf
+    return out
+
+
+def finite_m_error(P, Sigma, m_test: int, k, noise: float = 0.0):
+    """Exact E‖ŵ_k − w‖² of the chain ŵ_{i+1} = ŵ_i − P(Ŝ_m ŵ_i − X y/m), ŵ_0 = 0, at finite m.
+
+    Features x ~ N(0, Σ) (``m_test`` of them in the prompt, Ŝ_m = X Xᵀ/m), w ~ N(0, I_d),
+    y = Xᵀ w + ε with ε ~ N(0, noise² I_m). The error vector is
+    e_k = −(I − PŜ)^k w + Σ_{i<k} (I − PŜ)^i P X ε/m, so
+
+        E‖e_k‖² = E‖(I − PŜ_m)^k‖_F² + (noise²/m) E tr(Q_k Ŝ_m Q_kᵀ),  Q_k = Σ_{i<k} (I − PŜ_m)^i P.
+
+    Two exact methods (chapter {ref}`sec-finite-m`):
+
+    * P = p·I and Σ = s·I (**isotropic**): PŜ = (ps/m) W with W a standard real Wishart matrix,
+      and both terms are finite sums of the exact integer moments E tr W^j
+      (:func:`ttscale.wishart.trace_moments`), taken in exact rational arithmetic because the
+      alternating binomial sums cancel catastrophically in floating point. Any k <=
+      :data:`ISOTROPIC_K_MAX`.
+    * any other P and Σ (**general**, non-commuting allowed): each term is a sum of
+      E tr(B_1 Ŝ ⋯ B_r Ŝ) over r <= 2k factors, by the Isserlis expansion
+      (:func:`ttscale.wishart.trace_expectation`). k <= :data:`GENERAL_K_MAX`; a value at k = 3,
+      d = 20 costs about 0.1–0.3 s.
+
+    ``k`` an int (returns a float) or an array of ints (returns an array of its shape). A mean
+    beyond 1e300 is returned as ``inf``.
+    """
+    P, Sigma, m, ks, noise = _finite_m_args(P, Sigma, m_test, k, noise)
+    d = P.shape[0]
+    k_max = int(ks.max()) if ks.size else 0
+    p, s = _scalar_multiple(P, "P"), _scalar_multiple(Sigma, "Sigma")
+    if p is not None and s is not None:
+        if k_max > ISOTROPIC_K_MAX:
+            raise ValueError(f"k must be <= {ISOTROPIC_K_MAX} for the exact isotropic method, got {k_max}")
+        moments = wishart.trace_moments(d, m, 2 * k_max)
+        out = _iso_terms(d, m, p, s, ks, noise, moments)
+    else:
+        if k_max > GENERAL_K_MAX:
+            raise ValueError(
+                f"k must be <= {GENERAL_K_MAX} for P and Sigma that are not both multiples of I "
+                f"(the exact Gaussian expansion over 2k factors has (4k-1)!! terms), got {k_max}"
+            )
+        out = np.array([_general_error(P, Sigma, m, int(kk), noise) for kk in ks.reshape(-1)])
+    return float(out[0]) if ks.ndim == 0 else out.reshape(ks.shape)
+
+
+def _cyclic(tokens, d):
+    """Turn a product of matrices and "S" tokens into the list B of tr(B_1 Ŝ ⋯ B_r Ŝ)."""
+    last = max(i for i, t in enumerate(tokens) if isinstance(t, str))
+    tokens = tokens[last + 1:] + tokens[: last + 1]  # rotate the cyclic trace to end on Ŝ
+    out, M = [], None
+    for t in tokens:
+        if isinstance(t, str):
+            out.append(np.eye(d) if M is None else M)
+            M = None
+        else:
+            M = t if M is None else M @ t
+    return out
+
+
+def _general_error(P, Sigma, m, k, noise):
+    d = P.shape[0]
+    S = "S"
+
+    def expect(tokens):
+        if not any(isinstance(t, str) for t in tokens):
+            M = np.eye(d)
+            for t in tokens:
+                M = M @ t
+            return float(np.trace(M))
+        return wishart.trace_expectation(_cyclic(list(tokens), d), Sigma, m)
+
+    Pt = P.T
+    total = 0.0
+    for j in range(k + 1):
+        for jj in range(k + 1):
+            coef = comb(k, j) * comb(k, jj) * (-1) ** (j + jj)
+            total += coef * expect([S, Pt] * j + [P, S] * jj + ([] if j + jj else [np.eye(d)]))
+    if noise > 0 and k > 0:
+        q = [comb(k, j + 1) * (-1) ** j for j in range(k)]  # Q_k = Σ_j q_j (PŜ)^j P
+        acc = 0.0
+        for j in range(k):
+            for jj in range(k):
+                acc += q[j] * q[jj] * expect([P, S] * j + [P, S, Pt] + [S, Pt] * jj)
+        total += noise**2 / m * acc
+    return total
+
+
+def finite_m_cot_error(Lam, n_train: int, m_test: int, k, Sigma=None, noise: float = 0.0):
+    """The book's CoT chain at finite m exactly: :func:`finite_m_error` with P = Γ⁻¹ (from Λ and n).
+
+    ``Sigma`` defaults to ``Lam`` (in distribution). Isotropic (Λ ∝ I, Σ ∝ I): any k <=
+    :data:`ISOTROPIC_K_MAX`; otherwise k <= :data:`GENERAL_K_MAX`.
+    """
+    Lam, Sigma = _lam_sigma(Lam, Sigma)
+    P = np.linalg.inv(gamma(Lam, n_train))
+    return finite_m_error(P, Sigma, m_test, k, noise)
+
+
+def finite_m_conditional_sd(P, Sigma, m_test: int, k):
+    """Standard deviation over prompts of E[‖ŵ_k − w‖² | X], exactly (isotropic P and Σ, no noise).
+
+    Given a prompt's features the error averaged over w is tr (I − PŜ)^{2k}; its second moment is
+    a sum of the mixed Wishart moments E[tr W^i tr W^j] (:func:`ttscale.wishart.mixed_moment`).
+    It sizes a Monte Carlo: N prompts estimate the mean error with standard error at least this
+    over √N. k <= ISOTROPIC_K_MAX // 2.
+    """
+    P, Sigma, m, ks, _ = _finite_m_args(P, Sigma, m_test, k, 0.0)
+    d = P.shape[0]
+    p, s = _scalar_multiple(P, "P"), _scalar_multiple(Sigma, "Sigma")
+    if p is None or s is None:
+        raise ValueError("P and Sigma must both be multiples of the identity for finite_m_conditional_sd")
+    k_max = int(ks.max()) if ks.size else 0
+    if 4 * k_max > wishart.MAX_DEGREE:
+        raise ValueError(f"k must be <= {wishart.MAX_DEGREE // 4} for finite_m_conditional_sd, got {k_max}")
+    c = Fraction(p) * Fraction(s) / m
+    a, b = c.numerator, c.denominator
+    out = np.empty(ks.size)
+    for idx, kk in enumerate(ks.reshape(-1)):
+        n2 = 2 * int(kk)
+        w = [comb(n2, j) * (-a) ** j * b ** (n2 - j) for j in range(n2 + 1)]
+        first = sum(w[j] * wishart.mixed_moment(d, m, (j,)) for j in range(n2 + 1))
+        second = sum(w[i] * w[j] * wishart.mixed_moment(d, m, (i, j)) for i in range(n2 + 1) for j in range(n2 + 1))
+        var = Fraction(second, b ** (2 * n2)) - Fraction(first, b**n2) ** 2
+        out[idx] = float(var) ** 0.5 if var < Fraction(10) ** 600 else np.inf
+    return float(out[0]) if ks.ndim == 0 else out.reshape(ks.shape)
+
+
+def proportional_limit_error(P, Sigma, m_test: int, k, noise: float = 0.0):
+    """The Marchenko–Pastur (d, m → ∞, d/m fixed) prediction of :func:`finite_m_error`, isotropic.
+
+    For P = p·I and Σ = s·I the empirical eigenvalue law of Ŝ/s tends to the Marchenko–Pastur law
+    μ_γ of ratio γ = d/m, so E‖ŵ_k − w‖² ≈ d ∫ (1 − psλ)^{2k} dμ_γ(λ) + noise² p γ ∫ g_k(psλ) dμ_γ,
+    g_k(a) = (1 − (1 − a)^k)²/a, evaluated exactly from the Narayana moments of μ_γ
+    (:func:`ttscale.wishart.narayana_moments`). Any k <= ISOTROPIC_K_MAX. It sees only the bulk
+    [(1 − √γ)², (1 + √γ)²], not the fluctuations of the largest eigenvalue beyond its edge, which
+    is why it misses the finite-d mean's eventual rise.
+    """
+    P, Sigma, m, ks, noise = _finite_m_args(P, Sigma, m_test, k, noise)
+    d = P.shape[0]
+    p, s = _scalar_multiple(P, "P"), _scalar_multiple(Sigma, "Sigma")
+    if p is None or s is None:
+        raise ValueError("P and Sigma must both be multiples of the identity for proportional_limit_error")
+    k_max = int(ks.max()) if ks.size else 0
+    if k_max > ISOTROPIC_K_MAX:
+        raise ValueError(f"k must be <= {ISOTROPIC_K_MAX}, got {k_max}")
+    nar = wishart.narayana_moments(Fraction(d, m), 2 * k_max)
+    # E tr W^j ≈ d m^j ∫ λ^j dμ_γ: reuse the exact-sum code with these "moments" (W/m ~ μ_γ)
+    moments = [d * m**j * nar[j] for j in range(2 * k_max + 1)]
+    out = _iso_terms(d, m, p, s, ks, noise, moments)
+    return float(out[0]) if ks.ndim == 0 else out.reshape(ks.shape)

@@ -1,0 +1,273 @@
+"""Exact moments of Wishart matrices: the algebra behind the finite-m theory of CoT.
+
+Two exact methods, both for Gaussian features.
+
+**Trace moments of a real Wishart matrix** (:func:`trace_moments`, :func:`mixed_moment`).
+For W = X Xᵀ with X a d × m matrix of independent N(0, 1) entries, the expectations
+E[tr W^{j_1} ⋯ tr W^{j_ℓ}] are integers, polynomials in d and m. Gaussian integration by
+parts, E[X_ab F(X)] = E[∂F/∂X_ab], applied to one factor tr W^j gives the loop equation
+
+    E[p_j p_ν] = (m + j − 1) E[p_{j−1} p_ν] + Σ_{r=0}^{j−2} E[p_{r+1} p_{j−2−r} p_ν]
+                 + Σ_{a ∈ ν} 2a E[p_{j+a−1} p_{ν∖a}],
+
+with p_j = tr W^j, p_0 = d and ν the other factors. Every term on the right has total degree
+one less, so the equation determines every moment from E[1] = 1. Expanding always the
+*smallest* factor keeps the set of mixed moments ever needed small (about 11 000 for
+E tr W^60, 10⁵ for E tr W^100); the integers are exact (Python ints), so sums of these moments
+with alternating binomial coefficients — which cancel catastrophically in floating point —
+can be taken exactly in rational arithmetic.
+
+**Gaussian moment expansion for any matrices** (:func:`trace_expectation`). For
+Ŝ = (1/m) Σ_i x_i x_iᵀ with x_i ~ N(0, Σ) and fixed matrices B_1, …, B_r,
+
+    E tr(B_1 Ŝ B_2 Ŝ ⋯ B_r Ŝ) = Σ_π m^{c(π) − r} · Π_{cycles of π} tr(…)
+
+where π runs over the (2r − 1)!! pairings of the 2r copies of x (Isserlis), each pair
+contributing Σ; the matrices B_t (transposed where a cycle runs backwards) and Σ alternate
+around the cycles that π closes; and c(π) is the number of groups of Ŝ factors that π joins.
+The weight m^{c − r} is exact: summing the falling factorials m(m−1)⋯(m−b+1) of the ways to
+give the factors' samples over every coarsening of π's groups gives m^c. The cost is
+(2r − 1)!! products of r matrices: 945 for r = 5, 10 395 for r = 6, 135 135 for r = 7, so
+the method is offered up to r = 6 (three CoT steps).
+
+Used by :mod:`ttscale.theory` (``finite_m_error``) and in {ref}`sec-finite-m`.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+from math import comb
+
+import numpy as np
+
+from . import checks
+
+__all__ = [
+    "trace_moments",
+    "mixed_moment",
+    "trace_expectation",
+    "pairings",
+    "narayana_moments",
+    "MAX_DEGREE",
+    "MAX_FACTORS",
+]
+
+#: Largest total degree offered by :func:`trace_moments` and :func:`mixed_moment` (E tr W^120
+#: needs about 3·10⁵ mixed moments and a few seconds; the count grows about 7× per 40 degrees).
+MAX_DEGREE = 120
+#: Largest number of Ŝ factors :func:`trace_expectation` accepts ((2r − 1)!! pairings).
+MAX_FACTORS = 6
+
+
+class _LoopEquations:
+    """Memo of E[p_μ] for one (d, m); μ a partition, stored as a descending tuple."""
+
+    def __init__(self, d: int, m: int):
+        self.d, self.m = d, m
+        self.memo: dict[tuple, int] = {(): 1}
+
+    def _key(self, rest, extra):
+        zeros = 0
+        parts = list(rest)
+        for p in extra:
+            if p > 0:
+                parts.append(p)
+            else:
+                zeros += 1
+        parts.sort(reverse=True)
+        return tuple(parts), zeros
+
+    def value(self, mu: tuple) -> int:
+        # Explicit stack instead of recursion: a moment of degree J needs J nested levels.
+        memo, d, m = self.memo, self.d, self.m
+        if mu in memo:
+            return memo[mu]
+        stack = [mu]
+        while stack:
+            cur = stack[-1]
+            if cur in memo:
+                stack.pop()
+                continue
+            j, rest = cur[-1], cur[:-1]
+            terms = [((m + j - 1), self._key(rest, (j - 1,)))]
+            terms += [(1, self._key(rest, (r + 1, j - 2 - r))) for r in range(j - 1)]
+            counts: dict[int, int] = {}
+            for a in rest:
+                counts[a] = counts.get(a, 0) + 1
+            for a, cnt in counts.items():
+                lst = list(rest)
+                lst.remove(a)
+                lst.append(j + a - 1)
+                lst.sort(reverse=True)
+                terms.append((2 * a * cnt, (tuple(lst), 0)))
+            missing = [key for _, (key, _) in terms if key not in memo]
+            if missing:
+                stack.extend(missing)
+                continue
+            memo[cur] = sum(coef * memo[key] * d**z for coef, (key, z) in terms)
+            stack.pop()
+        return memo[mu]
+
+
+@lru_cache(maxsize=64)
+def _equations(d: int, m: int) -> _LoopEquations:
+    return _LoopEquations(d, m)
+
+
+def _dims(d, m):
+    d = checks.positive_int(d, "d")
+    m = checks.positive_int(m, "m")
+    return d, m
+
+
+def trace_moments(d: int, m: int, j_max: int) -> list[int]:
+    """[E tr W^j for j = 0 … j_max], exact integers, W = X Xᵀ, X a d × m standard Gaussian matrix.
+
+    E tr W^0 = d, E tr W = dm, E tr W² = dm(m + d + 1), … (real Wishart, m degrees of
+    freedom; any m ≥ 1, also m < d). Computed by the loop equations of the module docstring;
+    results are cached per (d, m), so a longer list later reuses the shorter one's work.
+    ``j_max`` is at most :data:`MAX_DEGREE`.
+    """
+    d, m = _dims(d, m)
+    j_max = checks.nonnegative_int(j_max, "j_max")
+    if j_max > MAX_DEGREE:
+        raise ValueError(
+            f"j_max must be <= {MAX_DEGREE} (the loop equations need ~10^6 mixed moments beyond it), got {j_max}"
+        )
+    eq = _equations(d, m)
+    return [d] + [eq.value((j,)) for j in range(1, j_max + 1)]
+
+
+def mixed_moment(d: int, m: int, powers) -> int:
+    """E[tr W^{j_1} ⋯ tr W^{j_ℓ}] exactly (an integer); ``powers`` a sequence of integers >= 0."""
+    d, m = _dims(d, m)
+    parts = [checks.nonnegative_int(p, "powers") for p in powers]
+    if sum(parts) > MAX_DEGREE:
+        raise ValueError(f"powers must sum to at most {MAX_DEGREE}, got {sum(parts)}")
+    zeros = sum(p == 0 for p in parts)
+    key = tuple(sorted((p for p in parts if p > 0), reverse=True))
+    return _equations(d, m).value(key) * d**zeros
+
+
+def narayana_moments(gamma: Fraction, j_max: int) -> list[Fraction]:
+    """Moments ∫ λ^j dμ_γ of the Marchenko–Pastur law of ratio γ = d/m (variance 1), exactly.
+
+    ∫ λ^j dμ_γ = Σ_{r=0}^{j−1} γ^r C(j, r) C(j−1, r) / (r + 1) for j >= 1 (Narayana
+    polynomials), 1 for j = 0; for γ > 1 this includes the atom of mass 1 − 1/γ at 0. It is the
+    d, m → ∞ limit of (1/d) E tr Ŝ^j with Ŝ = W/m. ``gamma`` a positive rational (Fraction or int).
+    """
+    g = Fraction(gamma)
+    if g <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma!r}")
+    j_max = checks.nonnegative_int(j_max, "j_max")
+    out = [Fraction(1)]
+    for j in range(1, j_max + 1):
+        out.append(sum(g**r * Fraction(comb(j, r) * comb(j - 1, r), r + 1) for r in range(j)))
+    return out
+
+
+# --------------------------------------------------------------------------- Isserlis expansion
+
+
+@lru_cache(maxsize=None)
+def pairings(r: int):
+    """Every pairing of the 2r copies of x in tr(B_1 Ŝ ⋯ B_r Ŝ), as (weight exponent, cycles).
+
+    Half-edge 2t is the column x of factor t (its left side, contracted with B_t), 2t + 1 its
+    row xᵀ (right side, contracted with B_{t+1}). Matrix B_t joins half-edge 2t − 1 (row end)
+    to 2t (column end). Returns a tuple of (c − r, cycles): c the number of groups of factors
+    the pairing joins, and each cycle a tuple of (t, transposed) read in order, the cycle's
+    value being tr(Π_t B_t^{(T)} Σ).
+    """
+    r = checks.positive_int(r, "r")
+    if r > MAX_FACTORS + 1:
+        raise ValueError(f"r must be <= {MAX_FACTORS + 1}, got {r}")
+    n = 2 * r
+
+    def all_pairings(items):
+        if not items:
+            yield []
+            return
+        first, rest = items[0], items[1:]
+        for i, other in enumerate(rest):
+            for tail in all_pairings(rest[:i] + rest[i + 1:]):
+                yield [(first, other)] + tail
+
+    out = []
+    for pairing in all_pairings(list(range(n))):
+        partner = {}
+        for a, b in pairing:
+            partner[a], partner[b] = b, a
+        # groups of factors joined by the pairing (half-edges 2t, 2t+1 belong to factor t)
+        parent = list(range(r))
+
+        def find(u):
+            while parent[u] != u:
+                parent[u] = parent[parent[u]]
+                u = parent[u]
+            return u
+
+        for a, b in pairing:
+            ra, rb = find(a // 2), find(b // 2)
+            if ra != rb:
+                parent[ra] = rb
+        c = len({find(t) for t in range(r)})
+        # cycles alternating B-edges and Σ-edges
+        seen = [False] * r
+        cycles = []
+        for t0 in range(r):
+            if seen[t0]:
+                continue
+            cycle = []
+            t, node = t0, (2 * t0 - 1) % n  # start at B_t0's row end, walk forward through B_t0
+            while True:
+                seen[t] = True
+                row_end, col_end = (2 * t - 1) % n, 2 * t
+                transposed = node != row_end
+                cycle.append((t, transposed))
+                other = col_end if node == row_end else row_end
+                node = partner[other]
+                t = (node + 1) // 2 % r  # B-edge touching this half-edge
+                if t == t0 and node == (2 * t0 - 1) % n:
+                    break
+            cycles.append(tuple(cycle))
+        out.append((c - r, tuple(cycles)))
+    return tuple(out)
+
+
+def trace_expectation(B, Sigma, m: int) -> float:
+    """E tr(B_1 Ŝ B_2 Ŝ ⋯ B_r Ŝ) exactly, Ŝ = (1/m) Σ_{i≤m} x_i x_iᵀ, x_i ~ N(0, Σ) i.i.d.
+
+    ``B`` a sequence of r (d, d) real matrices (any, not necessarily symmetric), 1 <= r <=
+    :data:`MAX_FACTORS`; by the Isserlis expansion of the module docstring (cost (2r − 1)!!
+    products of r matrices).
+    """
+    Sigma = checks.covariance(Sigma, "Sigma")
+    m = checks.positive_int(m, "m")
+    d = Sigma.shape[0]
+    mats = [np.asarray(b, dtype=np.float64) for b in B]
+    r = len(mats)
+    if not 1 <= r <= MAX_FACTORS:
+        raise ValueError(f"B must hold between 1 and {MAX_FACTORS} matrices, got {r}")
+    for b in mats:
+        if b.shape != (d, d) or not np.all(np.isfinite(b)):
+            raise ValueError(f"every matrix in B must be a finite {d} x {d} matrix (Sigma is {d} x {d}), got shape {b.shape}")
+    BS = [b @ Sigma for b in mats]
+    BtS = [b.T @ Sigma for b in mats]
+    total = 0.0
+    cache: dict[tuple, float] = {}
+    for expo, cycles in pairings(r):
+        value = 1.0
+        for cyc in cycles:
+            v = cache.get(cyc)
+            if v is None:
+                prod = None
+                for t, tr in cyc:
+                    f = BtS[t] if tr else BS[t]
+                    prod = f if prod is None else prod @ f
+                v = cache[cyc] = float(np.trace(prod))
+            value *= v
+        total += value * float(m) ** expo
+    return total
+
