@@ -307,7 +307,9 @@ def simulate_steps(Lam, n_train: int, m_test: int, target: float, batch: int, dr
     prompts can need more steps than Corollary 3.5's k_bound), then :func:`rollout_error` up to
     one step past the reference's count (at least k_bound). Returns a dict: ``simulated`` and
     ``finite_m_reference`` (first k with mean error <= target, ``nan`` if none was reached),
-    ``z`` (|simulation − reference| / combined standard error for k = 1…k_run) and ``k_run``.
+    ``z`` (|simulation − reference| / combined standard error for k = 1…k_run), ``k_run``, and
+    ``z_exact`` (|simulation − exact finite-m error| / its standard error for k = 1…min(k_run, 3),
+    :func:`ttscale.theory.finite_m_cot_error`).
     Used in {ref}`sec-hardness`.
     """
     d = checks.covariance(Lam, "Lam").shape[0]
@@ -320,4 +322,8 @@ def simulate_steps(Lam, n_train: int, m_test: int, target: float, batch: int, dr
     k_run = min(k_run, k_ref)
     mean, se = rollout_error(Lam, n_train, m_test, k_run, batch, seed=seed, step=step)
     z = np.abs(mean - ref[: k_run + 1]) / np.hypot(se, ref_se[: k_run + 1])
-    return dict(simulated=first_below(mean, target), finite_m_reference=k_ref_hit, z=z[1:], k_run=k_run)
+    k_exact = np.arange(1, min(k_run, theory.GENERAL_K_MAX) + 1)  # what the exact finite-m theory covers
+    exact = theory.finite_m_cot_error(Lam, n_train, m_test, k_exact)
+    z_exact = np.abs(mean[k_exact] - exact) / se[k_exact]
+    return dict(simulated=first_below(mean, target), finite_m_reference=k_ref_hit, z=z[1:], k_run=k_run,
+                z_exact=z_exact)

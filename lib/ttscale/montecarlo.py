@@ -1,8 +1,8 @@
 """Monte Carlo errors of estimators over many prompts, with bootstrap bands (numpy/torch).
 
-The theory of :mod:`ttscale.theory` is exact only at m → ∞ (any k) and at k = 1 (any m).
-Everything else — k >= 2 steps on test prompts of finite length m — is measured here by
-simulation: draw prompts from the seeded ``test`` stream, run the pseudo-Newton recursion,
+The theory of :mod:`ttscale.theory` is exact at m → ∞ (any k), and at finite m for the isotropic
+task (any k up to 60) and for any task up to k = 3 (``finite_m_error``). The rest, and every check
+of those formulas against the model, is measured here by simulation: draw prompts from the seeded ``test`` stream, run the pseudo-Newton recursion,
 record each prompt's squared error, and summarise the mean with a bootstrap band.
 
 Used in {ref}`sec-pseudo-newton`.

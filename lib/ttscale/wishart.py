@@ -67,47 +67,32 @@ class _LoopEquations:
         self.d, self.m = d, m
         self.memo: dict[tuple, int] = {(): 1}
 
-    def _key(self, rest, extra):
-        zeros = 0
-        parts = list(rest)
-        for p in extra:
-            if p > 0:
-                parts.append(p)
-            else:
-                zeros += 1
-        parts.sort(reverse=True)
-        return tuple(parts), zeros
-
     def value(self, mu: tuple) -> int:
-        # Explicit stack instead of recursion: a moment of degree J needs J nested levels.
-        memo, d, m = self.memo, self.d, self.m
-        if mu in memo:
-            return memo[mu]
-        stack = [mu]
-        while stack:
-            cur = stack[-1]
-            if cur in memo:
-                stack.pop()
+        """E[p_μ] by the loop equation on μ's smallest part j (recursion depth = degree of μ)."""
+        memo, d, m, E = self.memo, self.d, self.m, self.value
+        v = memo.get(mu)
+        if v is not None:
+            return v
+        j, rest = mu[-1], mu[:-1]
+        # the parts j − 1, r + 1 and j − 2 − r are smaller than every part of rest, so appending
+        # them in descending order keeps the tuple sorted; a zero part is a factor p_0 = d
+        total = (m + j - 1) * (E(rest + (j - 1,)) if j > 1 else d * E(rest))
+        for r in range(j - 1):
+            a, b = r + 1, j - 2 - r
+            total += d * E(rest + (a,)) if b == 0 else E(rest + ((a, b) if a >= b else (b, a)))
+        previous = None
+        for i, a in enumerate(rest):  # merge p_j with each distinct other part a
+            if a == previous:
                 continue
-            j, rest = cur[-1], cur[:-1]
-            terms = [((m + j - 1), self._key(rest, (j - 1,)))]
-            terms += [(1, self._key(rest, (r + 1, j - 2 - r))) for r in range(j - 1)]
-            counts: dict[int, int] = {}
-            for a in rest:
-                counts[a] = counts.get(a, 0) + 1
-            for a, cnt in counts.items():
-                lst = list(rest)
-                lst.remove(a)
-                lst.append(j + a - 1)
-                lst.sort(reverse=True)
-                terms.append((2 * a * cnt, (tuple(lst), 0)))
-            missing = [key for _, (key, _) in terms if key not in memo]
-            if missing:
-                stack.extend(missing)
-                continue
-            memo[cur] = sum(coef * memo[key] * d**z for coef, (key, z) in terms)
-            stack.pop()
-        return memo[mu]
+            previous = a
+            others = list(rest[:i] + rest[i + 1:])
+            merged, pos = j + a - 1, 0
+            while pos < len(others) and others[pos] >= merged:
+                pos += 1
+            others.insert(pos, merged)
+            total += 2 * a * rest.count(a) * E(tuple(others))
+        memo[mu] = total
+        return total
 
 
 @lru_cache(maxsize=64)
