@@ -9,6 +9,8 @@ Modules, one idea each, grouped by the chapter that introduces them:
 - {ref}`sec-pseudo-newton`: ``training`` (LSA training), ``baselines`` (least squares, ridge,
   Newton, gradient descent), ``montecarlo`` (errors with bootstrap bands), ``preconditioner``
   (Γ estimated from finitely many prompts);
+- {ref}`sec-finite-m`: ``wishart`` (exact Wishart trace moments by loop equations, Gaussian
+  moment expansions over pairings) behind ``theory.finite_m_error``;
 - {ref}`sec-hardness`: ``hardness``; {ref}`sec-overthinking`: ``overthinking``;
 - {ref}`sec-task-selection`: ``mixtures`` (the map learned from a task mixture), ``selection``
   (choosing the mixture);
