@@ -81,7 +81,7 @@ def test_run_skips_finished_points_without_starting_anything(tmp_path):
     assert result.skipped == [p.key for p in points] and result.ran == [] and result.failed == []
     assert lines == ["skipping 2 finished run(s); running 0"]
     df = sweeps.table(result, axes=["seed"])
-    assert list(df.columns) == ["seed", "status", "seconds", "ch_err", "ch_n", "run"]
+    assert list(df.columns) == ["seed", "status", "seconds", "error", "ch_err", "ch_n", "run"]
     assert df["ch_err"].tolist() == [0.0, 0.5] and df["seed"].tolist() == [0, 1]
 
 
@@ -121,9 +121,10 @@ def test_local_two_point_sweep_with_a_failing_point_then_resume(tmp_path):
     assert out.returncode == 1, out.stderr
     df = _table(tmp_path / "sw/results.csv")
     assert df["d"].tolist() == [0, 4] and df["status"].tolist() == ["failed", "ok"]
-    result_cols = [c for c in df.columns if c not in {"d", "status", "seconds", "run"}
+    result_cols = [c for c in df.columns if c not in {"d", "status", "seconds", "error", "run"}
                    and c not in parameters.resolve("intro", smoke=True)]
     assert result_cols and df.loc[1, result_cols].notna().all()  # the good run's results survive
+    assert "d must be an integer >= 1" in df.loc[0, "error"] and pd.isna(df.loc[1, "error"])
     # the failure is reported with its parameters and the chapter's own traceback
     assert 'FAILED intro with {' in out.stderr and '"d": 0' in out.stderr
     assert "d must be an integer >= 1, got 0" in out.stderr and "Traceback" in out.stderr
@@ -175,15 +176,26 @@ def test_resume_after_an_interrupted_sweep(tmp_path):
                             start_new_session=True)
     reports = lambda: sorted((tmp_path / "sw/runs").glob("*/intro.json"))  # noqa: E731
     deadline = time.time() + 600
+    kernels = set()
     while not reports() and proc.poll() is None and time.time() < deadline:
+        kernels |= _kernels_of_workers(tmp_path)
         time.sleep(0.2)
     assert reports(), "no run finished"
+    while not kernels and proc.poll() is None and time.time() < deadline:  # the next run's kernel
+        kernels |= _kernels_of_workers(tmp_path)
+        time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
     try:
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        _, err = proc.communicate()
+    assert "Traceback" not in err and "interrupted; finished runs are kept" in err, err
+    assert kernels, "never saw a kernel"
+    gone = time.time() + 20
+    while any(_alive(k) for k in kernels) and time.time() < gone:
+        time.sleep(0.2)
+    assert not any(_alive(k) for k in kernels), "a kernel outlived the interrupted sweep"
     finished = [r for r in reports() if json.loads(r.read_text())["status"] == "ok"]
     assert 1 <= len(finished) <= 3
     mtimes = {r: r.stat().st_mtime_ns for r in finished}
@@ -194,3 +206,64 @@ def test_resume_after_an_interrupted_sweep(tmp_path):
     assert all(r.stat().st_mtime_ns == m for r, m in mtimes.items())  # finished runs were not re-run
     df = _table(tmp_path / "sw/results.csv")
     assert df["seed"].tolist() == [0, 1, 2] and (df["status"] == "ok").all()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for its reaper is not running
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _kernels_of_workers(root) -> set:
+    """PIDs of the kernels that the sweep workers under ``root`` have started (children of a worker)."""
+    found = set()
+    for marker in root.glob("sw/runs/*/*.running"):
+        try:
+            worker = json.loads(marker.read_text())["pid"]
+            children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(worker)], capture_output=True, text=True)
+        except (OSError, ValueError, KeyError):
+            continue
+        found |= {int(x) for x in children.stdout.split()}
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_worker_costs_nothing_but_a_retry(tmp_path):
+    args = [sys.executable, "-m", "ttscale", "sweep", "intro", "--smoke", "-p", "seed", "0,1", "--workers", "2",
+            "--dir", "sw"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, victim = time.time() + 300, None
+    while victim is None and proc.poll() is None and time.time() < deadline:
+        for marker in (tmp_path / "sw/runs").glob("*/intro.running"):
+            try:
+                victim = json.loads(marker.read_text())["pid"]
+                break
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.1)
+    assert victim is not None, "no worker started"
+    os.kill(victim, signal.SIGKILL)  # kill one pool worker by its PID, mid-run
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "died (exit status -9); starting it again" in err
+    df = _table(tmp_path / "sw/results.csv")
+    assert df["seed"].tolist() == [0, 1] and (df["status"] == "ok").all()
+
+
+@pytest.mark.slow
+def test_negative_values_parse_and_sweeps_in_one_folder_merge(tmp_path):
+    first = cli("sweep", "intro", "--smoke", "-p", "d", "-3,4", "--dir", "sw", cwd=tmp_path)
+    assert first.returncode == 1  # d = -3 is read as a value, reaches the chapter, and fails there
+    second = cli("sweep", "intro", "--smoke", "-p", "seed", "5", "--dir", "sw", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "with 2 row(s) of earlier sweeps" in second.stdout
+    df = _table(tmp_path / "sw/results.csv")
+    assert len(df) == 3 and sorted(df["status"].tolist()) == ["failed", "ok", "ok"]
+    failed = df[df["status"] == "failed"].iloc[0]
+    assert failed["d"] == -3 and "d must be an integer >= 1" in failed["error"]
+    assert "columns (▢ marks where the page quotes the number):" in second.stdout

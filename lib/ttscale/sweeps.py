@@ -8,7 +8,8 @@ re-run of the sweep skips every point whose report says ``ok`` for the same para
 same chapter source, and re-runs failed, interrupted or stale points. Runs go to a local process
 pool (default) or to a Dask distributed cluster (``scheduler=ADDRESS``; the run directories must
 then be on a file system the workers share). The results the chapters glue become the columns of
-a tidy table (one row per run), written to ``DIR/results.csv``.
+a tidy table (one row per run, failed runs with their error), merged into ``DIR/results.csv`` by
+run key, so sweeps of other values in the same folder add rows instead of replacing the table.
 Used by ``python -m ttscale sweep``.
 """
 
@@ -17,14 +18,13 @@ from __future__ import annotations
 import itertools
 import os
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from . import chapters, checks, parameters as _parameters, runs
 
-__all__ = ["Point", "Sweep", "grid", "plan", "run", "table", "default_directory"]
+__all__ = ["Point", "Sweep", "grid", "plan", "run", "table", "merge_csv", "default_directory"]
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,6 @@ def _execute(chapter: str, overrides: dict, notebook: str) -> dict:
     return runs.execute(chapter, overrides, notebook)
 
 
-def _ignore_sigint() -> None:
-    """Pool workers leave Ctrl-C to the parent, which stops them (a run is never half-recorded)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _failure(point: Point, exc: BaseException) -> dict:
     return {"chapter": point.chapter, "overrides": point.overrides, "notebook": str(point.notebook),
             "status": "failed", "results": {}, "seconds": None,
@@ -118,16 +111,19 @@ def _failure(point: Point, exc: BaseException) -> dict:
 
 
 def run(name, points: list[Point], *, workers: int | None = None, scheduler: str | None = None,
-        force: bool = False, echo: Callable[[str], None] = print) -> Sweep:
+        force: bool = False, retries: int = 1, echo: Callable[[str], None] = print) -> Sweep:
     """Run the points not yet finished, in parallel; return every point's record.
 
     ``workers``: size of the local process pool (default: the number of cores). ``scheduler``:
     address of a Dask distributed scheduler (``tcp://host:8786``), or ``local`` to start a
     ``LocalCluster`` with ``workers`` single-threaded workers. ``force`` re-runs finished points.
+    Locally every run has its own worker process; one that dies costs only its run, which is
+    started again up to ``retries`` times (Dask restarts dead workers itself).
     Each record is written to its report as soon as its run ends, so an interrupted sweep loses
     only the runs in flight. ``echo`` receives one line per finished run.
     """
     workers = checks.positive_int(workers if workers is not None else (os.cpu_count() or 1), "workers")
+    retries = checks.nonnegative_int(retries, "retries")
     sha = runs.source_hash(name)
     sweep = Sweep(points)
     todo = []
@@ -156,45 +152,110 @@ def run(name, points: list[Point], *, workers: int | None = None, scheduler: str
         echo(f"[{done}/{len(todo)}] {record['status']:6s} {p.key}{took}")
 
     if scheduler:
-        _run_dask(name, todo, scheduler, workers, collect)
+        _run_dask(name, todo, scheduler, workers, collect, echo=echo)
     else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker; kernels are subprocesses
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                 initializer=_ignore_sigint) as pool:
-            futures = {pool.submit(_execute, str(chapters.chapter_path(name)), p.overrides, str(p.notebook)): p
-                       for p in todo}
-            try:
-                for fut in as_completed(futures):
-                    p = futures[fut]
-                    try:
-                        record = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a broken worker fails its run only
-                        record = _failure(p, exc)
-                    collect(p, record)
-            except BaseException:  # Ctrl-C: stop the runs in flight now; finished ones are saved
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    proc.terminate()
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        _run_local(name, todo, workers, collect, retries=retries, echo=echo)
     return sweep
 
 
-def _run_dask(name, todo: list[Point], scheduler: str, workers: int, collect, connect_timeout="10s") -> None:
+def _died(point: Point, returncode, attempts: int) -> dict:
+    how = f"killed by signal {-returncode}" if returncode is not None and returncode < 0 else f"exit status {returncode}"
+    return {"chapter": point.chapter, "overrides": point.overrides, "notebook": str(point.notebook),
+            "status": "failed", "results": {}, "seconds": None,
+            "error": {"ename": "WorkerDied", "cell": None, "traceback": "",
+                      "evalue": f"the worker process running this point died ({how}) on each of {attempts} attempt(s)"}}
+
+
+def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, echo, poll: float = 0.2) -> None:
+    """Each run in its own worker process (:mod:`ttscale.sweep_worker`), at most ``workers`` at once.
+
+    A worker that dies before writing its result costs only its own run, which is started again
+    up to ``retries`` times. On Ctrl-C (or any error here) the workers in flight get SIGTERM, which
+    they turn into a clean stop that shuts their kernels down, then SIGKILL after 10 s.
+    """
+    import collections
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    chapter = str(chapters.chapter_path(name))
+    pending = collections.deque(todo)
+    attempts = collections.Counter()
+    running = {}  # Popen -> (point, result path, log file)
+    scratch = Path(tempfile.mkdtemp(prefix="ttscale-sweep-"))
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                p = pending.popleft()
+                attempts[p.key] += 1
+                result = scratch / f"{p.key}.{attempts[p.key]}.json"
+                p.notebook.parent.mkdir(parents=True, exist_ok=True)
+                log = open(p.notebook.with_suffix(".log"), "w")
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "ttscale.sweep_worker", chapter, json.dumps(p.overrides),
+                     str(p.notebook), str(result)],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True)  # the terminal's Ctrl-C reaches only this process
+                running[proc] = (p, result, log)
+            for proc in [q for q in running if q.poll() is not None]:
+                p, result, log = running.pop(proc)
+                log.close()
+                record = runs.read_report(result)
+                if proc.returncode == 0 and record is not None:
+                    collect(p, record)
+                elif attempts[p.key] <= retries:
+                    echo(f"worker for {p.key} died (exit status {proc.returncode}); starting it again "
+                         f"(attempt {attempts[p.key] + 1} of {retries + 1})")
+                    pending.appendleft(p)
+                else:
+                    collect(p, _died(p, proc.returncode, attempts[p.key]))
+            time.sleep(poll)
+    finally:  # normal exit: nothing left; Ctrl-C or an error: stop the runs in flight
+        for proc in running:
+            proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for _, _, log in running.values():
+            log.close()
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_dask(name, todo: list[Point], scheduler: str, workers: int, collect, connect_timeout="10s",
+              echo: Callable[[str], None] = print) -> None:
+    import contextlib
+    import logging
+
     from distributed import Client, LocalCluster, as_completed as dask_completed
 
+    quiet = [logging.getLogger(n) for n in ("distributed", "distributed.nanny", "distributed.worker",
+                                             "distributed.scheduler", "tornado")]
+    levels = [lg.level for lg in quiet]
     cluster = None
-    if scheduler == "local":
-        cluster = LocalCluster(n_workers=min(workers, len(todo)), threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        scheduler = cluster.scheduler_address
     try:
+        if scheduler == "local":
+            for lg in quiet:  # a local cluster's start-up and shutdown chatter is not the sweep's output
+                lg.setLevel(logging.ERROR)
+            dashboard = ":0" if _have("bokeh") else None
+            cluster = LocalCluster(n_workers=min(workers, len(todo)), threads_per_worker=1, processes=True,
+                                   dashboard_address=dashboard)
+            scheduler = cluster.scheduler_address
         try:
             client = Client(scheduler, timeout=connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise ValueError(f"could not connect to the Dask scheduler at {scheduler!r}: {exc}") from None
         with client:
+            link = client.dashboard_link if (cluster is None or cluster.dashboard_link) else None
+            echo(f"Dask dashboard: {link}" if link else
+                 "Dask dashboard: not available (install bokeh to get one)")
             futures = {}
             for p in todo:
                 fut = client.submit(_execute, str(chapters.chapter_path(name)), p.overrides, str(p.notebook.resolve()),
@@ -207,9 +268,20 @@ def _run_dask(name, todo: list[Point], scheduler: str, workers: int, collect, co
                 except Exception as exc:  # noqa: BLE001
                     record = _failure(p, exc)
                 collect(p, record)
+            for lg in quiet:  # closing the client and cluster kills workers on purpose: say nothing
+                lg.setLevel(logging.CRITICAL)
     finally:
         if cluster is not None:
-            cluster.close()
+            with contextlib.suppress(Exception):
+                cluster.close()
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def table(sweep: Sweep, axes: list[str] | None = None):
@@ -232,14 +304,44 @@ def table(sweep: Sweep, axes: list[str] | None = None):
         row = {k: _cell(p.overrides.get(k)) for k in names}
         row["status"] = record.get("status", "not run")
         row["seconds"] = record.get("seconds")
+        err = record.get("error") or {}
+        row["error"] = (f"{err.get('ename')}: {str(err.get('evalue', '')).strip().splitlines()[0] if err.get('evalue') else ''}"
+                        [:300] if err else "")
         for k, v in (record.get("results") or {}).items():
             if k not in result_names:
                 result_names.append(k)
             row[k] = v
         row["run"] = p.key
         rows.append(row)
-    df = pd.DataFrame(rows, columns=names + ["status", "seconds"] + result_names + ["run"])
+    df = pd.DataFrame(rows, columns=names + ["status", "seconds", "error"] + result_names + ["run"])
     return df.convert_dtypes()  # integer results stay integers beside a failed run's blanks
+
+
+def merge_csv(df, path) -> int:
+    """Write ``df`` to the CSV at ``path``, keeping the rows of earlier sweeps stored there.
+
+    Rows are matched by their run key (``run``, which names the parameters): this sweep's rows
+    replace earlier rows of the same parameters, and rows of other parameters stay (the table of a
+    folder never loses a finished run). Returns how many earlier rows were kept.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    kept = 0
+    if path.is_file():
+        try:
+            old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            old = None
+        if old is not None and "run" in old.columns:
+            old = old[~old["run"].isin(set(df["run"].astype(str)))]
+            kept = len(old)
+            if kept:
+                df = pd.concat([old, df.astype(object)], ignore_index=True, sort=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return kept
 
 
 def _cell(value):
