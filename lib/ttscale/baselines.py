@@ -26,9 +26,12 @@ from .prompts import sample_covariance
 __all__ = ["ols", "min_norm_least_squares", "ridge", "gd_step_size", "gradient_descent", "newton"]
 
 
-def _check_prompt(X: torch.Tensor, y: torch.Tensor) -> None:
+def _check_prompt(X: torch.Tensor, y: torch.Tensor):
+    X = checks.tensor(X, "X")
+    y = checks.tensor(y, "y", dtype=X.dtype)
     if X.ndim != 3 or y.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[2] != y.shape[1]:
         raise ValueError(f"X must be (batch, d, m) and y (batch, m) with matching sizes, got {tuple(X.shape)} and {tuple(y.shape)}")
+    return X, y
 
 
 @torch.no_grad()
@@ -37,7 +40,7 @@ def ols(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     Used in {ref}`sec-pseudo-newton`.
     """
-    _check_prompt(X, y)
+    X, y = _check_prompt(X, y)
     b, d, m = X.shape
     if m < d:
         raise ValueError(f"ols needs at least d = {d} examples per prompt (X Xᵀ is singular), got m = {m}; "
@@ -53,7 +56,7 @@ def min_norm_least_squares(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     (ŵ is the projection of w onto the m-dimensional span of the x_i).
     Used in {ref}`sec-pseudo-newton`.
     """
-    _check_prompt(X, y)
+    X, y = _check_prompt(X, y)
     return (torch.linalg.pinv(X.transpose(1, 2)) @ y[:, :, None])[:, :, 0]
 
 
@@ -64,7 +67,7 @@ def ridge(X: torch.Tensor, y: torch.Tensor, penalty: float) -> torch.Tensor:
     The penalty is on the 1/m-normalised scale of Ŝ_m = X Xᵀ / m.
     Used in {ref}`sec-pseudo-newton`.
     """
-    _check_prompt(X, y)
+    X, y = _check_prompt(X, y)
     penalty = checks.positive_real(penalty, "penalty")
     b, d, m = X.shape
     A = sample_covariance(X) + penalty * torch.eye(d, dtype=X.dtype)
@@ -90,7 +93,7 @@ def gradient_descent(X: torch.Tensor, y: torch.Tensor, k: int, step=None) -> tor
     ``step`` is one positive float for every prompt, or ``None`` for each prompt's own
     :func:`gd_step_size`. Used in {ref}`sec-pseudo-newton`.
     """
-    _check_prompt(X, y)
+    X, y = _check_prompt(X, y)
     b, d, _ = X.shape
     eye = torch.eye(d, dtype=X.dtype)
     if step is None:
@@ -107,6 +110,6 @@ def newton(X: torch.Tensor, y: torch.Tensor, Lam, k: int) -> torch.Tensor:
     pseudo-Newton method; as m → ∞ it lands on w in one step.
     Used in {ref}`sec-pseudo-newton`.
     """
-    _check_prompt(X, y)
+    X, y = _check_prompt(X, y)
     Lam = checks.covariance(Lam, "Lam", definite=True, d=X.shape[1])
     return preconditioned_steps(X, y, torch.as_tensor(np.linalg.inv(Lam), dtype=X.dtype), k)

@@ -22,7 +22,16 @@ __all__ = [
     "seed",
     "same_dim",
     "one_of",
+    "finite_array",
+    "tensor",
+    "size",
+    "MAX_ELEMENTS",
 ]
+
+#: The largest array (number of float64 entries, 2 GiB) a public function will allocate: far
+#: beyond anything the book needs, well inside the 24 GiB of the machines it runs on. Requests
+#: beyond it are refused up front with a ValueError instead of a MemoryError or a long hang.
+MAX_ELEMENTS = 2**28
 
 #: Relative tolerance (times the largest |entry|) for symmetry and for negative eigenvalues.
 SYM_RTOL = 1e-8
@@ -126,3 +135,48 @@ def same_dim(d_expected: int, d_actual: int, name: str) -> None:
     """Raise unless two dimensions agree."""
     if d_expected != d_actual:
         raise ValueError(f"{name} has dimension {d_actual}, but d = {d_expected} was expected")
+
+
+def size(n_elements, name: str, what: str = "the arrays this call needs") -> None:
+    """Refuse a request whose largest array would hold more than :data:`MAX_ELEMENTS` entries."""
+    if n_elements > MAX_ELEMENTS:
+        raise ValueError(f"{name} is too large: {what} would hold {float(n_elements):.3g} entries, "
+                         f"more than the cap of {MAX_ELEMENTS:.3g} (2 GiB of float64)")
+
+
+def finite_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
+    """``value`` as a float64 numpy array (from a list, array or tensor) with finite entries."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of real numbers") from None
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must have finite entries (no NaN or inf)")
+    return a
+
+
+def tensor(value, name: str, *, ndim: int | None = None, dtype=None):
+    """``value`` as a torch tensor (numpy arrays and lists are accepted) with finite entries.
+
+    Keeps a tensor's dtype unless ``dtype`` is given; numpy input becomes float64.
+    """
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a tensor or array of real numbers") from None
+    if dtype is not None:
+        value = value.to(dtype)
+    if not (value.dtype.is_floating_point or value.dtype.is_complex):
+        value = value.to(torch.float64)
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {tuple(value.shape)}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must have finite entries (no NaN or inf)")
+    return value

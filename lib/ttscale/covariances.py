@@ -30,6 +30,7 @@ NORMALISATIONS = ("trace", "max")
 def identity(d: int) -> np.ndarray:
     """The isotropic covariance I_d (Hard = d, the easiest task). Used in {ref}`sec-intro`."""
     d = checks.positive_int(d, "d")
+    checks.size(d * d, "d", "the d x d matrix")
     return np.eye(d)
 
 
@@ -60,6 +61,7 @@ def random_rotation(d: int, seed: int) -> np.ndarray:
     which makes the distribution exactly Haar. Used in {ref}`sec-task-selection`.
     """
     d = checks.positive_int(d, "d")
+    checks.size(d * d, "d", "the d x d matrix")
     seed = checks.seed(seed)
     g = np.random.default_rng(seed).standard_normal((d, d))
     q, r = np.linalg.qr(g)
@@ -71,6 +73,7 @@ def from_spectrum(eigenvalues, U=None) -> np.ndarray:
     lam = np.asarray(eigenvalues, dtype=np.float64)
     if lam.ndim != 1 or lam.size == 0:
         raise ValueError(f"eigenvalues must be a non-empty 1-d array, got shape {lam.shape}")
+    checks.size(lam.size**2, "the number of eigenvalues d", "the d x d matrix")
     if not np.all(np.isfinite(lam)):
         raise ValueError("eigenvalues must be finite (no NaN or inf)")
     if lam.min() < 0:
@@ -108,6 +111,7 @@ def missing_skills(d: int, r: int, level: float = 1.0) -> np.ndarray:
     Singular when r > 0, so its hardness is infinite. Used in {ref}`sec-overthinking`.
     """
     d = checks.positive_int(d, "d")
+    checks.size(d * d, "d", "the d x d matrix")
     r = checks.nonnegative_int(r, "r")
     if r >= d:
         raise ValueError(f"r (missing skills) must be < d = {d}, got {r}")

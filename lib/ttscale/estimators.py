@@ -29,8 +29,10 @@ def preconditioned_steps(X: torch.Tensor, y: torch.Tensor, P, k: int) -> torch.T
     ``P`` is one (d, d) matrix shared by all prompts or a (batch, d, d) stack.
     """
     k = checks.nonnegative_int(k, "k")
+    X = checks.tensor(X, "X", ndim=3)
+    y = checks.tensor(y, "y", ndim=2, dtype=X.dtype)
     b, d, m = X.shape
-    P = torch.as_tensor(P, dtype=X.dtype)
+    P = checks.tensor(P, "P", dtype=X.dtype)
     if P.shape not in ((d, d), (b, d, d)):
         raise ValueError(f"P must be (d, d) = {(d, d)} or (batch, d, d), got {tuple(P.shape)}")
     S = sample_covariance(X)

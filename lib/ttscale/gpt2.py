@@ -160,6 +160,18 @@ def _device(model: GPT2) -> torch.device:
     return model.read_in.weight.device
 
 
+def _prompt(model: GPT2, X, y, k: int):
+    """Check a batch of prompts for the decoder (tensors or numpy arrays, finite) and the chain's length."""
+    X = checks.tensor(X, "X", ndim=3)
+    y = checks.tensor(y, "y", ndim=2, dtype=X.dtype)
+    if X.shape[1] != model.d or y.shape != (X.shape[0], X.shape[2]):
+        raise ValueError(f"X must have shape (batch, d = {model.d}, m) and y (batch, m), got "
+                         f"{tuple(X.shape)} and {tuple(y.shape)}")
+    checks.size(min(X.shape[0], 1024) * model.config.n_head * (X.shape[2] + k + 1) ** 2, "k",
+                "the attention scores (chunk x heads x tokens²) of the chain's longest sequence")
+    return X, y
+
+
 def chain(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """k model applications, each appending its estimate as a token; returns ŵ_1 … ŵ_k, (batch, k, d).
 
@@ -167,8 +179,7 @@ def chain(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor
     in training). :func:`rollout` is the same under ``no_grad`` with ŵ_0 = 0 prepended.
     """
     k = checks.positive_int(k, "k")
-    if X.ndim != 3 or X.shape[1] != model.d:
-        raise ValueError(f"X must have shape (batch, d = {model.d}, m), got {tuple(X.shape)}")
+    X, y = _prompt(model, X, y, k)
     Z = embed(X.to(_device(model), _dtype(model)), y.to(_device(model), _dtype(model)))
     out = []
     for _ in range(k):  # sequential: each application reads the previous estimate
@@ -189,8 +200,7 @@ def rollout(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int, *, chunk: int
     """
     k = checks.nonnegative_int(k, "k")
     chunk = checks.positive_int(chunk, "chunk")
-    if X.ndim != 3 or X.shape[1] != model.d:
-        raise ValueError(f"X must have shape (batch, d = {model.d}, m), got {tuple(X.shape)}")
+    X, y = _prompt(model, X, y, k)
     was_training = model.training
     model.eval()
     parts = []

@@ -153,6 +153,8 @@ def steps_to_target(Lam, n_train: int, target: float, k_max: int = 10_000, Sigma
     """
     target = checks.positive_real(target, "target")
     k_max = checks.positive_int(k_max, "k_max")
+    if k_max > 1_000_000:
+        raise ValueError(f"k_max must be <= 1000000 (a million model applications), got {k_max}")
     err = theory.cot_error(Lam, n_train, np.arange(k_max + 1), Sigma)
     return first_below(err, target)
 
@@ -164,6 +166,8 @@ def first_below(errors, target: float):
     """
     target = checks.positive_real(target, "target")
     errors = np.asarray(errors, dtype=np.float64)
+    if np.isnan(errors).any():
+        raise ValueError("errors must not contain NaN (an infinite error is allowed: a diverged chain)")
     if errors.ndim != 1:
         raise ValueError(f"errors must be a 1-d array (error after k = 0, 1, ... steps), got shape {errors.shape}")
     hit = np.flatnonzero(errors <= target)

@@ -149,6 +149,7 @@ def applied_map(model: LSA, c: float | None = None) -> np.ndarray:
 def rollout(model: LSA, X: torch.Tensor, y: torch.Tensor, k: int, *, last_only: bool = True) -> torch.Tensor:
     """Test-time chain of thought, batched: returns ŵ_0 … ŵ_k, shape (batch, k+1, d).
 
+    ``X`` (batch, d, m) and ``y`` (batch, m) may be tensors or numpy arrays; they must be finite.
     Starts from the embedding with ŵ_0 = 0; each application runs the model on the whole
     current token sequence, takes the last output column (0; 0; ŵ_i; 1) and *appends it
     to Z as a new token*. N stays the number of example columns m throughout.
@@ -156,9 +157,12 @@ def rollout(model: LSA, X: torch.Tensor, y: torch.Tensor, k: int, *, last_only: 
     Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
     """
     k = checks.nonnegative_int(k, "k")
+    X = checks.tensor(X, "X", ndim=3, dtype=model.V.dtype)
+    y = checks.tensor(y, "y", ndim=2, dtype=model.V.dtype)
     if X.shape[1] != model.d:
         raise ValueError(f"X has feature dimension {X.shape[1]}, but the model has d = {model.d}")
     m = X.shape[2]
+    checks.size(X.shape[0] * (2 * model.d + 2) * (m + k + 1), "k", "the growing token matrix of the chain")
     Z = embed(X.to(model.V.dtype), y.to(model.V.dtype))
     w = blocks(model.d).w
     estimates = [Z[:, w, -1]]

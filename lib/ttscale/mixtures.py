@@ -139,7 +139,9 @@ def mixture_counts(weights, batch: int, seed: int, step: int) -> np.ndarray:
     batch = checks.positive_int(batch, "batch")
     seed = checks.seed(seed)
     step = checks.nonnegative_int(step, "step")
-    pi = np.asarray(weights, dtype=np.float64)
+    pi = checks.finite_array(weights, "weights", ndim=1)
+    if pi.size == 0 or pi.min() < 0 or pi.sum() <= 0:
+        raise ValueError(f"weights must be non-negative with a positive sum, got {pi.tolist()}")
     return np.random.default_rng([seed, 7, step]).multinomial(batch, pi / pi.sum())
 
 
@@ -241,7 +243,7 @@ def population_loss(A, Lams, n_trains, weights) -> float:
     Used in {ref}`sec-task-selection` to check the Wishart-moment derivation by Monte Carlo.
     """
     Lbar, M = mixture_moments(Lams, n_trains, weights)
-    A = np.asarray(A, dtype=np.float64)
+    A = checks.finite_array(A, "A")
     if A.shape != Lbar.shape:
         raise ValueError(f"A must be {Lbar.shape[0]} x {Lbar.shape[0]}, got shape {A.shape}")
     return float(Lbar.shape[0] - 2 * np.trace(A @ Lbar) + np.trace(A @ M @ A.T))

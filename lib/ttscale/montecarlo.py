@@ -82,9 +82,9 @@ def recursion_errors(S: torch.Tensor, w: torch.Tensor, P, k: int) -> np.ndarray:
     (d, d) or (batch, d, d). Used in {ref}`sec-pseudo-newton`.
     """
     k = checks.nonnegative_int(k, "k")
-    w = torch.as_tensor(w)
-    S = torch.as_tensor(S, dtype=w.dtype)
-    P = torch.as_tensor(P, dtype=w.dtype)
+    w = checks.tensor(w, "w", ndim=2)
+    S = checks.tensor(S, "S", dtype=w.dtype)
+    P = checks.tensor(P, "P", dtype=w.dtype)
     b, d = w.shape
     for name, M in (("S", S), ("P", P)):
         if M.shape not in ((d, d), (b, d, d)):

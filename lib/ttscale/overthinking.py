@@ -131,8 +131,8 @@ def spectral_radius(P, S) -> np.ndarray:
     For symmetric positive-definite P (Γ⁻¹) and PSD Ŝ the ν_j are real and ≥ 0, and
     divergence is ν_max > 2. ``S`` is (batch, d, d) or (d, d). Used in {ref}`sec-overthinking`.
     """
-    P = _as_tensor(P)
-    S = _as_tensor(S)
+    P = checks.tensor(P, "P", dtype=torch.float64)
+    S = checks.tensor(S, "S", dtype=torch.float64)
     if S.ndim == 2:
         S = S[None]
     if P.ndim != 2 or S.ndim != 3 or S.shape[1:] != P.shape:

@@ -23,7 +23,7 @@ __all__ = ["plugin_gamma_inverse", "erm_preconditioner"]
 
 
 def _training_set(X: torch.Tensor) -> torch.Tensor:
-    X = torch.as_tensor(X)
+    X = checks.tensor(X, "X")
     if X.ndim != 4:
         raise ValueError(f"X must have shape (replicates, N prompts, d, n), got {tuple(X.shape)}")
     return X
@@ -54,7 +54,7 @@ def erm_preconditioner(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     (where gradient descent from zero goes). Used in {ref}`sec-pseudo-newton`.
     """
     X = _training_set(X)
-    w = torch.as_tensor(w, dtype=X.dtype)
+    w = checks.tensor(w, "w", dtype=X.dtype)
     if w.shape != X.shape[:3]:
         raise ValueError(f"w must have shape (replicates, N, d) = {tuple(X.shape[:3])}, got {tuple(w.shape)}")
     n = X.shape[3]

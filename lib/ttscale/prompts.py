@@ -73,6 +73,7 @@ def sample(
     n = checks.positive_int(n, "n")
     batch = checks.positive_int(batch, "batch")
     d = Lam.shape[0]
+    checks.size(batch * d * n, "batch", "the (batch, d, n) feature tensor")
     g = generator(seed, stream, step)
     L = torch.as_tensor(_sqrt_factor(Lam), dtype=dtype)
     w = torch.randn(batch, d, generator=g, dtype=dtype)
@@ -88,7 +89,9 @@ def embed(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor | None = None) -> t
     (0_d; 0; ŵ_0; 1), with ŵ_0 = 0 unless ``w0`` is given. Returns (batch, 2d+2, n+1).
     Used in {ref}`sec-intro`.
     """
-    if X.ndim != 3 or y.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[2] != y.shape[1]:
+    X = checks.tensor(X, "X", ndim=3)
+    y = checks.tensor(y, "y", ndim=2, dtype=X.dtype)
+    if X.shape[0] != y.shape[0] or X.shape[2] != y.shape[1]:
         raise ValueError(f"X must be (batch, d, n) and y (batch, n) with matching sizes, got {tuple(X.shape)} and {tuple(y.shape)}")
     b, d, n = X.shape
     examples = torch.cat([X, y[:, None, :], X.new_zeros(b, d + 1, n)], dim=1)
@@ -101,6 +104,7 @@ def embed(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor | None = None) -> t
 
 def estimate_token(w_hat: torch.Tensor) -> torch.Tensor:
     """The token (0_d; 0; ŵ; 1) that carries an estimate, shape (batch, 2d+2, 1)."""
+    w_hat = checks.tensor(w_hat, "w_hat")
     if w_hat.ndim != 2:
         raise ValueError(f"w_hat must have shape (batch, d), got {tuple(w_hat.shape)}")
     b, d = w_hat.shape
@@ -109,6 +113,7 @@ def estimate_token(w_hat: torch.Tensor) -> torch.Tensor:
 
 def sample_covariance(X: torch.Tensor) -> torch.Tensor:
     """Ŝ = X Xᵀ / n for each prompt, shape (batch, d, d). Used in {ref}`sec-pseudo-newton`."""
+    X = checks.tensor(X, "X")
     if X.ndim != 3:
         raise ValueError(f"X must have shape (batch, d, n), got {tuple(X.shape)}")
     return X @ X.transpose(1, 2) / X.shape[2]

@@ -89,6 +89,11 @@ def preconditioned_spectrum(Lam, n_train: int, Sigma=None) -> np.ndarray:
 
 def _preconditioned(Lam, n_train, Sigma):
     Lam, Sigma = _lam_sigma(Lam, Sigma)
+    # Γ⁻¹Σ does not change when Λ and Σ are scaled together; dividing both by a power of two
+    # near Λ's scale is exact in floating point and keeps 1e-310·I or 1e307·I from under- or
+    # overflowing on the way
+    e = -2 * int(np.round(np.log2(np.abs(Lam).max()) / 2))  # an even power of 2: its square root is exact too
+    Lam, Sigma = np.ldexp(Lam, e), np.ldexp(Sigma, e)
     G = gamma(Lam, n_train)
     g, V = np.linalg.eigh(G)
     G_mhalf = (V / np.sqrt(g)) @ V.T
@@ -108,6 +113,7 @@ def cot_error(Lam, n_train: int, k, Sigma=None):
     Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
     """
     ks = checks.steps(k, "k")
+    checks.size(ks.size * max(np.shape(Lam)[0] if np.ndim(Lam) == 2 else 1, 1), "k", "the k-by-d table of powers")
     mu, Q, (_, V, g) = _preconditioned(Lam, n_train, Sigma)
     VQ = V.T @ Q
     C = ((VQ.T * g) @ VQ) * ((VQ.T / g) @ VQ)  # (QᵀΓQ) ∘ (QᵀΓ⁻¹Q)
@@ -228,6 +234,7 @@ def smallest_n_train(Lam, k, target: float, n_max: int = 10_000):
     ks = checks.steps(k, "k")
     target = checks.positive_real(target, "target")
     n_max = checks.positive_int(n_max, "n_max")
+    checks.size(n_max * max(ks.size, 1) * Lam.shape[0], "n_max", "the n-by-k-by-d table of errors")
     lam = np.linalg.eigvalsh(Lam)
     T = lam.sum()
     if T <= 0:
