@@ -14,9 +14,25 @@ def cli(*args, cwd, timeout=600):
                           timeout=timeout)
 
 
-def test_list_names_the_intro(tmp_path):
+def test_list_names_each_chapter_with_title_and_run_time(tmp_path):
+    from ttscale import chapters
+
     out = cli("list", cwd=tmp_path)
     assert out.returncode == 0 and "intro" in out.stdout.split()
+    for name in chapters.chapters():
+        row = next(line for line in out.stdout.splitlines() if line.split()[:1] == [name])
+        assert chapters.title(name) in row and row.count(" s") + row.count(" min") >= 2, row
+
+
+def test_a_closed_pipe_is_quiet(tmp_path):
+    out = subprocess.run(f"{sys.executable} -m ttscale list | head -n 1", shell=True, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "" and out.stdout.startswith("chapter")
+
+
+def test_a_misspelt_parameter_gets_a_suggestion(tmp_path):
+    out = cli("run", "intro", "-p", "n_prompt", "10", "-o", str(tmp_path / "x.ipynb"), cwd=tmp_path)
+    assert out.returncode == 2 and "unknown parameter 'n_prompt' for chapter 'intro' (did you mean 'n_prompts'?)" in out.stderr
 
 
 def test_params_lists_every_parameter_with_default_and_meaning(tmp_path):
@@ -75,6 +91,8 @@ def test_run_writes_notebook_and_report(tmp_path):
     assert report["results"] and all(isinstance(v, (int, float, str, bool)) for v in report["results"].values())
     for key, value in report["results"].items():  # the results are printed too
         assert key in out.stdout
+    assert "▢" in out.stdout  # ...with the sentence that quotes them
+    assert "without encryption" not in out.stderr  # the kernel's own log stays quiet
     # papermill injected the parameters into the executed notebook
     nb = json.loads((tmp_path / "mine/seed3.ipynb").read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]

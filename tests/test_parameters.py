@@ -68,8 +68,11 @@ def test_int_is_accepted_for_float_but_float_not_for_int():
 
 
 def test_resolve_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown parameter 'dd' for chapter 'intro'; valid parameters: d, .*seed"):
+    with pytest.raises(ValueError, match=r"unknown parameter 'dd' for chapter 'intro' \(did you mean 'd'\?\); "
+                                         r"valid parameters: d, .*seed"):
         P.resolve("intro", {"dd": "3"})
+    with pytest.raises(ValueError, match=r"unknown parameter 'zzz' for chapter 'intro'; valid"):  # nothing close
+        P.resolve("intro", {"zzz": "3"})
 
 
 def test_resolve_smoke_then_overrides():

@@ -42,3 +42,15 @@ def test_scalar():
     assert results.scalar("1e-3") == 1e-3 and results.scalar("nan") != results.scalar("nan")
     assert results.scalar("[1, 2]") is None and results.scalar("<object at 0x1>") is None
     assert results.scalar("np.int64(3)") == 3
+
+
+def test_meanings_are_the_sentences_that_quote_each_number(tmp_path):
+    from ttscale.results import meanings
+
+    page = tmp_path / "c.md"
+    page.write_text("---\nsmoke: {}\n---\n# T\n\nThe error is {glue:text}`c_err:.3f` at $k$ = {glue:text}`c_k`. "
+                    "Next sentence.\n\n```{code-cell} ipython3\nglue('c_hidden', 1)  # {glue:text}`c_code`\n```\n")
+    m = meanings(page)
+    assert m["c_err"] == "The error is ▢ at k = …."
+    assert m["c_k"] == "The error is … at k = ▢."
+    assert "c_code" not in m and "c_hidden" not in m  # code is not prose

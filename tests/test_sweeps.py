@@ -155,6 +155,7 @@ def test_two_point_sweep_on_a_dask_local_cluster(tmp_path, local_cluster):
               "--csv", "table.csv", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"on the Dask scheduler {local_cluster}" in out.stderr
+    assert "Dask dashboard: " in out.stderr
     df = _table(tmp_path / "table.csv")
     assert df["seed"].tolist() == [0, 1] and (df["status"] == "ok").all()
     assert len([c for c in df.columns if c.startswith("intro_")]) >= 1

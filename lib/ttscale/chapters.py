@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ROOT", "BOOK", "chapter_path", "chapters", "front_matter", "smoke_parameters",
+__all__ = ["ROOT", "BOOK", "chapter_path", "chapters", "front_matter", "title", "smoke_parameters",
            "default_parameters", "execute"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +61,14 @@ def front_matter(path) -> dict:
     return yaml.safe_load(text[3:end]) or {}
 
 
+def title(name) -> str:
+    """The chapter's title: its first level-1 heading."""
+    for line in chapter_path(name).read_text().splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return chapter_path(name).stem
+
+
 def smoke_parameters(name) -> dict:
     """The chapter's ``smoke:`` parameters (front matter); {} if it declares none."""
     return dict(front_matter(chapter_path(name)).get("smoke") or {})
@@ -104,8 +112,11 @@ def execute(name, parameters: dict | None = None, *, smoke: bool = False, output
         env_before = os.environ.get("TTSCALE_QUIET")
         os.environ["TTSCALE_QUIET"] = "1"  # chapters keep progress bars quiet under papermill
         try:
+            # the kernel's own log (e.g. "running over TCP without encryption" on a local
+            # loopback connection) is not the chapter's output; errors inside cells still surface
             pm.execute_notebook(nb, str(out), parameters=params, kernel_name="python3",
-                                cwd=str(path.parent), progress_bar=progress, log_output=False)
+                                cwd=str(path.parent), progress_bar=progress, log_output=False,
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
         finally:
             if env_before is None:
                 os.environ.pop("TTSCALE_QUIET", None)

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on a Dask distributed scheduler (tcp://host:8786), or 'local' for a LocalCluster")
     s.add_argument("--force", action="store_true", help="re-run points that already finished")
+    s.add_argument("--retries", type=int, default=1,
+                   help="times a run whose worker process died is started again (default 1)")
     return parser
 
 
@@ -75,9 +77,23 @@ def _overrides(pairs) -> dict:
 def _cmd_list(args) -> int:
     from . import chapters
 
+    rows = [("chapter", "title", "default run", "smoke run")]
     for name in chapters.chapters():
-        print(name)
+        path = chapters.chapter_path(name)
+        runtime = chapters.front_matter(path).get("runtime") or {}
+        note = f"  ({runtime['note']})" if runtime.get("note") else ""
+        rows.append((name, chapters.title(path), _seconds(runtime.get("default")), _seconds(runtime.get("smoke")) + note))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3])
+    print("\n(run times measured on a 2-core machine, one chapter at a time; --smoke starts from the small parameters)")
     return 0
+
+
+def _seconds(value) -> str:
+    if not isinstance(value, (int, float)):
+        return "?"
+    return f"~{value:.0f} s" if value < 90 else f"~{value / 60:.1f} min"
 
 
 def _cmd_params(args) -> int:
@@ -131,11 +147,19 @@ def _cmd_run(args) -> int:
     print(f"notebook: {output}")
     print(f"report:   {report}")
     if record["results"]:
+        from . import chapters, results
+
+        meaning = results.meanings(chapters.chapter_path(args.chapter))
         width = max(len(k) for k in record["results"])
-        print("results:")
+        vwidth = min(24, max(len(_short(v)) for v in record["results"].values()))
+        print("results (▢ marks where the page quotes the number):")
         for k, v in record["results"].items():
-            print(f"  {k.ljust(width)}  {v}")
+            print(f"  {k.ljust(width)}  {_short(v).ljust(vwidth)}  {meaning.get(k, '')}".rstrip())
     return 0
+
+
+def _short(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _cmd_sweep(args) -> int:
@@ -157,16 +181,25 @@ def _cmd_sweep(args) -> int:
     print(f"sweep of {points[0].chapter}: {len(points)} run(s) in {directory} on the {where}", file=sys.stderr,
           flush=True)
     result = sweeps.run(args.chapter, points, workers=args.workers, scheduler=args.scheduler, force=args.force,
-                        echo=lambda line: print(line, file=sys.stderr, flush=True))
+                        retries=args.retries, echo=lambda line: print(line, file=sys.stderr, flush=True))
     df = sweeps.table(result, axes=list(axes))
     csv = Path(args.csv) if args.csv else directory / "results.csv"
     csv.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(csv, index=False)
+    kept = sweeps.merge_csv(df, csv)
     import pandas as pd
 
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 40):
         print(df.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"\ntable: {csv}")
+    from . import chapters, results
+
+    meaning = results.meanings(chapters.chapter_path(args.chapter))
+    shown = [c for c in df.columns if c in meaning]
+    if shown:
+        width = max(len(c) for c in shown)
+        print("\ncolumns (▢ marks where the page quotes the number):")
+        for c in shown:
+            print(f"  {c.ljust(width)}  {meaning[c]}")
+    print(f"\ntable: {csv}" + (f" (with {kept} row(s) of earlier sweeps in the same folder)" if kept else ""))
     for p in result.failed:
         _print_failure(result.records.get(p.key) or {"chapter": p.chapter, "overrides": p.overrides,
                                                      "error": {"ename": "NotRun", "evalue": "run did not finish"}})
@@ -180,7 +213,12 @@ def _cmd_sweep(args) -> int:
 def main(argv=None) -> int:
     """Entry point of ``python -m ttscale``; returns the exit status (0 ok, 1 a run failed, 2 bad input)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    rest, pairs = _extract_parameters(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(rest)
+    if hasattr(args, "parameter"):
+        args.parameter = pairs
+    elif pairs:
+        parser.error(f"-p is not an option of {args.command!r}")
     handler = {"list": _cmd_list, "params": _cmd_params, "run": _cmd_run, "sweep": _cmd_sweep}[args.command]
     try:
         return handler(args)
@@ -189,3 +227,29 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished runs are kept (re-run the same command to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `list | head`: the reader left; say nothing
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _extract_parameters(argv: list[str]):
+    """Take every ``-p NAME VALUE`` out of ``argv`` before argparse sees it.
+
+    argparse reads a value that starts with ``-`` (``-p d -3,10``) as an option; here the two
+    words after ``-p`` are always the name and the value.
+    """
+    rest, pairs, i = [], [], 0
+    while i < len(argv):
+        if argv[i] in ("-p", "--parameter"):
+            if i + 2 >= len(argv):
+                print(f"python -m ttscale: error: {argv[i]} needs a NAME and a VALUE", file=sys.stderr)
+                raise SystemExit(2)
+            pairs.append([argv[i + 1], argv[i + 2]])
+            i += 3
+        else:
+            rest.append(argv[i])
+            i += 1
+    return rest, pairs

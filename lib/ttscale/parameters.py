@@ -218,7 +218,11 @@ def resolve(name, overrides: dict | None = None, *, smoke: bool = False) -> dict
                 out[p.name] = check(p.name, p.default, p.smoke)
     for key, text in (overrides or {}).items():
         if key not in params:
-            raise ValueError(f"unknown parameter {key!r} for chapter {chapters.chapter_path(name).stem!r}; "
+            import difflib
+
+            close = difflib.get_close_matches(key, list(params), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown parameter {key!r} for chapter {chapters.chapter_path(name).stem!r}{hint}; "
                              f"valid parameters: {', '.join(params)}")
         out[key] = parse(key, params[key].default, text)
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import re
 
-__all__ = ["glued", "scalar"]
+__all__ = ["glued", "scalar", "meanings"]
 
 _NUMPY_SCALAR = re.compile(r"^(?:np|numpy)\.\w+\((.*)\)$", re.S)
 
@@ -59,4 +59,39 @@ def glued(nb) -> dict:
             value = scalar(plain)
             if value is not None:
                 out[scrap["name"]] = value
+    return out
+
+
+_GLUE_REF = re.compile(r"\{glue(?::text)?\}`([A-Za-z0-9_]+)(?::[^`]*)?`")
+_ROLE = re.compile(r"\{[a-z:-]+\}`([^`]*)`")
+
+
+def meanings(path) -> dict:
+    """Key -> a one-line meaning of each number the chapter at ``path`` quotes in its prose.
+
+    The meaning is the sentence of the chapter that quotes the key, with the key shown as ``▢``
+    and other quoted numbers as ``…``: what the page itself says the number is. Keys the prose
+    never quotes get no entry. The first sentence that quotes a key wins.
+    """
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    prose = re.sub(r"```.*?```", " ", text, flags=re.S)  # code cells and directives' bodies are not prose
+    prose = re.sub(r"^---.*?---", " ", prose, count=1, flags=re.S)
+    out = {}
+    for para in re.split(r"\n\s*\n", prose):
+        flat = " ".join(para.split())
+        for sentence in re.split(r"(?<=[.;:!?])\s+(?=[A-Z({])", flat):
+            keys = _GLUE_REF.findall(sentence)
+            for key in keys:
+                if key in out:
+                    continue
+                line = _GLUE_REF.sub(lambda m: "▢" if m.group(1) == key else "…", sentence)
+                line = _ROLE.sub(lambda m: m.group(1), line).replace("$", "").replace("**", "")
+                line = line.lstrip("-* ").strip()
+                if len(line) > 110:  # keep the part around the number
+                    at = line.index("▢") if "▢" in line else 0
+                    lo = max(0, min(at - 55, len(line) - 110))
+                    line = ("…" if lo else "") + line[lo:lo + 110].strip() + ("…" if lo + 110 < len(line) else "")
+                out[key] = line
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from fractions import Fraction
+from functools import lru_cache
 from math import comb
 
 from . import checks, wishart
@@ -285,27 +286,44 @@ def _finite_m_args(P, Sigma, m_test, k, noise):
 
 
 def _iso_terms(d, m, p, s, ks, noise, moments):
-    """Exact signal and noise terms for P = pI, Sigma = sI; ``moments[j]`` ~ E tr (W^j) (exact)."""
+    """Exact error for P = pI, Sigma = sI at every k of ``ks``; ``moments[j]`` = E tr W^j (exact)."""
+    signal, coef = _iso_parts(d, m, p, s, tuple(int(k) for k in ks.reshape(-1)), tuple(moments))
+    if noise == 0:
+        return signal.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = signal + noise**2 * coef  # two non-negative exact parts: no cancellation left
+    return np.where(np.isnan(out), np.inf, out)
+
+
+@lru_cache(maxsize=256)
+def _iso_parts(d, m, p, s, ks, moments):
+    """(E‖(I − PŜ)^k‖_F², the noise coefficient) per k, each summed exactly, then rounded once.
+
+    The second part is (1/m) E tr(Q_k Ŝ Q_kᵀ), so the error at noise σ is first + σ² · second.
+    """
     c = Fraction(p) * Fraction(s) / m  # P Ŝ = c W
     a, b = c.numerator, c.denominator
-    out = np.empty(ks.size)
-    for idx, kk in enumerate(ks.reshape(-1)):
-        kk = int(kk)
+    big = Fraction(10) ** 300
+    signal, coef = np.empty(len(ks)), np.empty(len(ks))
+    for idx, kk in enumerate(ks):
         # E tr (I − cW)^{2k} = Σ_j C(2k, j) (−c)^j E tr W^j, summed exactly in integers over b^{2k}
-        num = sum(comb(2 * kk, j) * (-a) ** j * b ** (2 * kk - j) * moments[j] for j in range(2 * kk + 1))
-        value = Fraction(num) / b ** (2 * kk)
-        if noise > 0 and kk > 0:
-            # (noise²/m) E tr(Q Ŝ Qᵀ), Q = Σ_{i<k} (I − A)^i P: per eigenvalue a of A = PŜ it is
-            # p (1 − (1 − a)^k)² / a = p · a · q(a)², q(a) = Σ_{j=1}^k C(k, j) (−1)^{j+1} a^{j−1}
-            q = [comb(kk, j + 1) * (-1) ** j for j in range(kk)]
-            g = [0] * (2 * kk)
-            for i, qi in enumerate(q):
-                for j, qj in enumerate(q):
-                    g[i + j + 1] += qi * qj
-            nnum = sum(gl * a**l * b ** (2 * kk - 1 - l) * moments[l] for l, gl in enumerate(g) if gl)
-            value += Fraction(noise) ** 2 * Fraction(p) / m * (Fraction(nnum) / b ** (2 * kk - 1))
-        out[idx] = float(value) if abs(value) < Fraction(10) ** 300 else np.inf
-    return out
+        value = Fraction(sum(comb(2 * kk, j) * (-a) ** j * b ** (2 * kk - j) * moments[j]
+                             for j in range(2 * kk + 1))) / b ** (2 * kk)
+        signal[idx] = float(value) if abs(value) < big else np.inf
+        if kk == 0:
+            coef[idx] = 0.0
+            continue
+        # (1/m) E tr(Q Ŝ Qᵀ), Q = Σ_{i<k} (I − A)^i P: per eigenvalue a of A = PŜ it is
+        # p (1 − (1 − a)^k)² / a = p · a · q(a)², q(a) = Σ_{j=1}^k C(k, j) (−1)^{j+1} a^{j−1}
+        q = [comb(kk, j + 1) * (-1) ** j for j in range(kk)]
+        g = [0] * (2 * kk)
+        for i, qi in enumerate(q):
+            for j, qj in enumerate(q):
+                g[i + j + 1] += qi * qj
+        nnum = sum(gl * a**l * b ** (2 * kk - 1 - l) * moments[l] for l, gl in enumerate(g) if gl)
+        value = Fraction(p) / m * (Fraction(nnum) / b ** (2 * kk - 1))
+        coef[idx] = float(value) if abs(value) < big else np.inf
+    return signal, coef
 
 
 def finite_m_error(P, Sigma, m_test: int, k, noise: float = 0.0):
