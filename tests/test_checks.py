@@ -62,3 +62,20 @@ def test_positive_real_and_one_of():
         checks.positive_real(0.0, "lr")
     with pytest.raises(ValueError, match="stream must be one of"):
         checks.one_of("x", ("a", "b"), "stream")
+
+
+def test_the_maths_imports_no_book_machinery():
+    # the mathematics and models must install and import without papermill, myst-nb, jupytext or Dask
+    import subprocess
+    import sys
+
+    code = ("import sys, ttscale\n"
+            "from ttscale import (baselines, checks, covariances, estimators, gpt2, gpt2_training, hardness, lsa,\n"
+            "    mixtures, montecarlo, overthinking, plotting, preconditioner, prompts, selection, theory,\n"
+            "    training, wishart)\n"
+            "bad = [m for m in ('papermill', 'myst_nb', 'jupytext', 'distributed', 'dask', 'yaml', 'nbformat')\n"
+            "       if m in sys.modules]\n"
+            "print(','.join(bad))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"the maths imported {out.stdout.strip()}"

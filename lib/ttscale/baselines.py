@@ -1,6 +1,6 @@
 """Classical estimators of w from one prompt, batched (torch): the baselines for test-time CoT.
 
-On a prompt (X, y) with y = Xᵀw exactly (no label noise, paper.md section 1):
+On a prompt (X, y) with y = Xᵀw exactly (no label noise, {ref}`sec-intro`):
 
 - :func:`ols` solves the normal equations Ŝ_m ŵ = X y / m (needs m >= d); it is exact Newton
   with the *empirical* Hessian Ŝ_m, so it recovers w in one step, up to rounding.

@@ -1,7 +1,7 @@
 """Feature covariances used throughout the book: spectra ("skills") and rotations.
 
 A covariance Λ = U diag(λ) Uᵀ: the eigenvectors are the *skills*, the eigenvalues
-how strongly the data exercise them (paper.md section 5). Everything random here is
+how strongly the data exercise them (the paper's Section 3; {ref}`sec-hardness`). Everything random here is
 seeded, so the same arguments always give the same matrix.
 
 Used in {ref}`sec-intro`, {ref}`sec-pseudo-newton`, {ref}`sec-hardness`,
@@ -37,8 +37,8 @@ def identity(d: int) -> np.ndarray:
 def power_law_spectrum(d: int, alpha: float, normalise: str = "trace") -> np.ndarray:
     """Eigenvalues λ_i ∝ i^(−α), i = 1…d, in decreasing order.
 
-    ``normalise="trace"`` scales them so that Σ λ_i = d (the book's default, paper.md
-    section 5); ``normalise="max"`` sets λ_1 = 1 (the alternative the overthinking chapter
+    ``normalise="trace"`` scales them so that Σ λ_i = d (the book's default,
+    {ref}`sec-hardness`); ``normalise="max"`` sets λ_1 = 1 (the alternative the overthinking chapter
     compares). α = 0 gives the identity. Used in {ref}`sec-hardness`.
     """
     d = checks.positive_int(d, "d")

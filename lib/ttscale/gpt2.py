@@ -1,6 +1,6 @@
 """A GPT-2-style decoder for in-context weight prediction, and its test-time CoT rollout (torch).
 
-The model reads the LSA's own tokens (paper.md sections 2 and 8): one (x_i; y_i; 0_d; 0)
+The model reads the LSA's own tokens ({ref}`sec-intro`): one (x_i; y_i; 0_d; 0)
 per example and one (0_d; 0; ŵ; 1) per estimate, a sequence of shape (batch, 2d+2, T).
 A linear read-in maps each token to the residual width, a stack of pre-LayerNorm blocks
 (causal softmax self-attention and a GELU MLP, no dropout; torch's own
@@ -11,7 +11,7 @@ Positions: the model has **no position embedding at all**. The examples of a pro
 exchangeable, so their order carries no information, and the causal mask already tells an
 estimate token which tokens came before it. A learned absolute position table would leave
 every position beyond the training chain untrained, and the estimate then breaks at the
-first unseen step (paper.md section 8, "position trap"); without one, a test chain longer
+first unseen step (the "position trap" of {ref}`sec-gpt2`); without one, a test chain longer
 than the training chain feeds the model nothing it has never been shown a kind of.
 
 Test-time chain of thought (:func:`rollout`): run the model, append (0; 0; ŵ; 1) as a new

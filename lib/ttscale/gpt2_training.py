@@ -4,7 +4,7 @@ Objective: for a prompt of length n, run an unrolled chain of ``chain_train`` mo
 applications (each estimate appended as the token (0; 0; ŵ; 1) before the next one) and
 minimise the mean over the chain of E‖ŵ_i − w‖² / d. ``chain_train = 1`` is *direct*
 training, the paper's LSA objective: then the model never sees a non-zero estimate token
-and nothing teaches it how to read one (paper.md section 2).
+and nothing teaches it how to read one ({ref}`sec-pseudo-newton`).
 
 Optimiser: Adam (AdamW with weight decay 0), linear warm-up over the first 5% of steps then cosine decay to 10% of
 ``lr``, gradients clipped at norm 1. Prompts come from the ``train`` stream of ``seed``

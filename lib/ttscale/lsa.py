@@ -2,8 +2,8 @@
 
     f(Z) = Z + V Z (Zᵀ W Z) / N,    V, W ∈ R^{(2d+2)×(2d+2)}
 
-with N the number of (x, y) example columns in Z (n in training, m at test; paper.md
-section 2). The estimate ŵ is the w-slot of the last column of f(Z). Test-time chain
+with N the number of (x, y) example columns in Z (n in training, m at test;
+{ref}`sec-intro`). The estimate ŵ is the w-slot of the last column of f(Z). Test-time chain
 of thought appends that output column to Z as a new token and runs f again.
 
 Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.

@@ -3,7 +3,7 @@
 Task type ℓ has feature covariance Λ_ℓ (``Lams[l]``) and training prompt length n_ℓ
 (``n_trains[l]``); a training prompt is of type ℓ with probability π_ℓ (``weights[l]``).
 With W at its structure the LSA predicts ŵ = A Ŝ_n w (A = −c V_{w,x}), and the population
-training loss Σ_ℓ π_ℓ E‖(I − A Ŝ_ℓ) w‖² is minimised by (paper.md section 7)
+training loss Σ_ℓ π_ℓ E‖(I − A Ŝ_ℓ) w‖² is minimised by ({ref}`sec-task-selection`)
 
     A = Λ̄ M⁻¹,   Λ̄ = Σ_ℓ π_ℓ Λ_ℓ,   M = Σ_ℓ π_ℓ Γ_ℓ Λ_ℓ,
 

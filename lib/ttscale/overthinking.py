@@ -1,7 +1,7 @@
 """When more test-time compute hurts: divergence edges, finite-m error curves, a diagnostic.
 
 The trained LSA's chain of thought is the recursion ŵ_{i+1} = ŵ_i − P Ŝ_m (ŵ_i − w) with
-P = Γ⁻¹ (paper.md sections 3 and 6), so ŵ_k − w = −(I − P Ŝ_m)^k w. With w ~ N(0, I_d) drawn
+P = Γ⁻¹ ({ref}`sec-pseudo-newton` and {ref}`sec-overthinking`), so ŵ_k − w = −(I − P Ŝ_m)^k w. With w ~ N(0, I_d) drawn
 independently of the prompt's features, the error *given the features* is exactly
 
     E_w[‖ŵ_k − w‖² | X] = ‖(I − P Ŝ_m)^k‖_F²,

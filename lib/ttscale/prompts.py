@@ -1,7 +1,7 @@
 """Seeded prompts for in-context weight prediction, and the LSA's token embedding.
 
 A prompt holds n pairs (x_i, y_i) with x_i ~ N(0, Λ) i.i.d., y_i = ⟨w, x_i⟩ and
-w ~ N(0, I_d) drawn afresh per prompt (paper.md section 1). Batches are indexed by
+w ~ N(0, I_d) drawn afresh per prompt ({ref}`sec-intro`). Batches are indexed by
 ``(seed, stream, step)`` so that training and evaluation draw from separate,
 reproducible streams: the same triple always gives the same prompts, on any machine.
 
@@ -65,7 +65,7 @@ def sample(
     """Draw ``batch`` prompts of length ``n`` with feature covariance ``Lam``.
 
     Returns :class:`Prompts` with ``X`` of shape (batch, d, n) (columns are the x_i,
-    as in paper.md's X = [x_1 … x_n]), ``y = Xᵀw`` of shape (batch, n) and ``w`` of
+    as in the book's X = [x_1 … x_n]), ``y = Xᵀw`` of shape (batch, n) and ``w`` of
     shape (batch, d). Deterministic in ``(seed, stream, step)``.
     Used in {ref}`sec-intro`.
     """
@@ -83,7 +83,7 @@ def sample(
 
 
 def embed(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor | None = None) -> torch.Tensor:
-    """The (2d+2) x (n+1) embedding of paper.md section 2, batched.
+    """The (2d+2) x (n+1) embedding of {ref}`sec-intro`, batched.
 
     Column i <= n is (x_i; y_i; 0_d; 0); the last column is the query token
     (0_d; 0; ŵ_0; 1), with ŵ_0 = 0 unless ``w0`` is given. Returns (batch, 2d+2, n+1).

@@ -2,7 +2,7 @@
 
 The paper's training objective (no chain of thought) is
 ½ E‖f(Z)[:, −1] − (0_d; 0; w; 1)‖² over prompts of length n. With ``W`` held at its
-structure this is a convex quadratic in ``V`` (paper.md section 2), so any standard
+structure this is a convex quadratic in ``V`` ({ref}`sec-pseudo-newton`), so any standard
 optimiser started at V = 0 should reach −Γ⁻¹/c; the book checks that it does.
 
 A *sampler* maps a step index to a batch: either one :class:`~ttscale.prompts.Prompts`
