@@ -37,7 +37,8 @@ def main() -> int:
         print(f"cot_error d=100, k=0..100, {label:16s}: {1e3 * t:7.2f} ms  (target < 50 ms) {status}")
 
     def iso_cold():
-        wishart._equations.cache_clear()  # cold: the Wishart moments are recomputed
+        wishart._equations.cache_clear()  # cold: the Wishart moments and exact sums are recomputed
+        theory._iso_parts.cache_clear()
         theory.finite_m_cot_error(np.eye(20), 20, 40, np.arange(31), noise=0.5)
 
     Lam20 = covariances.power_law(20, 0.8, rotate=True, seed=0)

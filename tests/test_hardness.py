@@ -151,18 +151,18 @@ def test_power_mean_hardness_is_the_long_prompt_limit():
 def test_finite_m_reference_matches_exact_one_step_error():
     Lam = cv.power_law(10, 0.8, rotate=True, seed=0)
     for m in [5, 40]:  # m < d uses direct sampling, m >= d Bartlett
-        mean, se = hd.finite_m_cot_error(Lam, 15, m, [0, 1], draws=6000, seed=1)
+        mean, se = hd.wishart_draw_error(Lam, 15, m, [0, 1], draws=6000, seed=1)
         assert np.isclose(mean[0], 10.0) and se[0] < 1e-9
         assert abs(mean[1] - theory.one_step_error(Lam, 15, m)) < 5 * se[1]
     # m -> infinity: the population error
-    mean, se = hd.finite_m_cot_error(Lam, 15, 10**7, 4, draws=200)
+    mean, se = hd.wishart_draw_error(Lam, 15, 10**7, 4, draws=200)
     assert np.isclose(mean, theory.cot_error(Lam, 15, 4), rtol=1e-2)
 
 
 def test_rollout_error_agrees_with_finite_m_reference():
     Lam = cv.power_law(6, 0.6)
     mean, se = hd.rollout_error(Lam, 10, 12, 4, batch=3000, seed=0)
-    ref, ref_se = hd.finite_m_cot_error(Lam, 10, 12, np.arange(5), draws=20000, seed=0)
+    ref, ref_se = hd.wishart_draw_error(Lam, 10, 12, np.arange(5), draws=20000, seed=0)
     assert mean.shape == (5,) and np.isclose(mean[0], ref[0], rtol=0.1)
     assert np.all(np.abs(mean[1:] - ref[1:]) < 5 * np.hypot(se[1:], ref_se[1:]))
     assert abs(mean[1] - theory.one_step_error(Lam, 10, 12)) < 5 * se[1]
@@ -171,7 +171,7 @@ def test_rollout_error_agrees_with_finite_m_reference():
     with pytest.raises(ValueError, match="m_test must be an integer >= 1"):
         hd.rollout_error(Lam, 10, 0, 4, batch=10)
     with pytest.raises(ValueError, match="draws must be >= 2"):
-        hd.finite_m_cot_error(Lam, 10, 12, 1, draws=1)
+        hd.wishart_draw_error(Lam, 10, 12, 1, draws=1)
 
 
 def test_weak_skill_spectrum():

@@ -238,3 +238,14 @@ def test_moment_functions_refuse_bad_input():
         wishart.trace_expectation([np.eye(2)] * 7, np.eye(2), 3)
     with pytest.raises(ValueError, match="gamma"):
         wishart.narayana_moments(0, 3)
+
+
+def test_finite_m_k_max_names_the_method():
+    assert theory.finite_m_k_max(0.3 * np.eye(3), 2.0 * np.eye(3)) == theory.ISOTROPIC_K_MAX
+    assert theory.finite_m_k_max(0.3 * np.eye(3), np.diag([1.0, 2.0, 3.0])) == theory.GENERAL_K_MAX
+    # it is the limit finite_m_error enforces
+    theory.finite_m_error(0.3 * np.eye(3), np.diag([1.0, 2.0, 3.0]), 5, theory.GENERAL_K_MAX)
+    with pytest.raises(ValueError, match="k must be"):
+        theory.finite_m_error(0.3 * np.eye(3), np.diag([1.0, 2.0, 3.0]), 5, theory.GENERAL_K_MAX + 1)
+    with pytest.raises(ValueError, match="Sigma"):
+        theory.finite_m_k_max(np.eye(3), -np.eye(3))

@@ -15,8 +15,15 @@ Used by ``python -m ttscale sweep``.
 
 from __future__ import annotations
 
+import collections
 import itertools
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,13 +180,6 @@ def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, 
     up to ``retries`` times. On Ctrl-C (or any error here) the workers in flight get SIGTERM, which
     they turn into a clean stop that shuts their kernels down, then SIGKILL after 10 s.
     """
-    import collections
-    import json
-    import subprocess
-    import sys
-    import tempfile
-    import time
-
     chapter = str(chapters.chapter_path(name))
     pending = collections.deque(todo)
     attempts = collections.Counter()
@@ -224,8 +224,6 @@ def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, 
                 proc.wait()
         for _, _, log in running.values():
             log.close()
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
 
 

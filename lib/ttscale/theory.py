@@ -1,6 +1,6 @@
 """Closed-form theory of test-time CoT for the one-layer LSA (numpy).
 
-Notation as in paper.md: Λ (``Lam``) the training covariance, Σ (``Sigma``) the test
+Notation as in the book ({ref}`sec-intro`): Λ (``Lam``) the training covariance, Σ (``Sigma``) the test
 covariance, n (``n_train``) the training prompt length, m (``m_test``) the test prompt
 length, k the number of model applications (k = 0 is ŵ = 0, k = 1 plain in-context
 prediction). Errors are E‖ŵ_k − w‖², not divided by d (the zero predictor scores d).
@@ -33,6 +33,7 @@ __all__ = [
     "finite_m_error",
     "finite_m_cot_error",
     "finite_m_conditional_sd",
+    "finite_m_k_max",
     "proportional_limit_error",
     "ISOTROPIC_K_MAX",
     "GENERAL_K_MAX",
@@ -81,7 +82,7 @@ def preconditioned_spectrum(Lam, n_train: int, Sigma=None) -> np.ndarray:
     """Eigenvalues μ_j of Γ^{−1/2} Σ Γ^{−1/2}, in increasing order.
 
     Each CoT step multiplies direction j of the error by (1 − μ_j) when Γ and Σ commute;
-    the error eventually grows iff max μ_j > 2 (paper.md section 6).
+    the error eventually grows iff max μ_j > 2 ({ref}`sec-overthinking`).
     Used in {ref}`sec-overthinking`.
     """
     mu, _, _ = _preconditioned(Lam, n_train, Sigma)
@@ -188,7 +189,7 @@ def one_step_error(Lam, n_train: int, m_test: int, Sigma=None) -> float:
     ŵ = Γ⁻¹ Ŝ_m w with Ŝ_m the test prompt's sample covariance; the Wishart moment
     E[Ŝ B Ŝ] = ((m+1)/m) Σ B Σ + (tr(ΣB)/m) Σ gives
     ‖I − Γ⁻¹Σ‖_F² + (1/m)[tr(Γ⁻¹Σ²Γ⁻¹) + tr(Γ⁻¹ΣΓ⁻¹)·tr Σ].
-    ``Sigma`` defaults to ``Lam`` (the in-distribution case of paper.md section 4).
+    ``Sigma`` defaults to ``Lam`` (in distribution).
     Used in {ref}`sec-pseudo-newton`.
     """
     Lam, Sigma = _lam_sigma(Lam, Sigma)
@@ -256,7 +257,7 @@ ISOTROPIC_K_MAX = wishart.MAX_DEGREE // 2
 GENERAL_K_MAX = wishart.MAX_FACTORS // 2
 
 
-def _scalar_multiple(M, name):
+def _scalar_multiple(M):
     """Return c if the square matrix M equals c·I (relative tolerance 1e-12), else None."""
     d = M.shape[0]
     c = float(np.trace(M)) / d
@@ -264,6 +265,17 @@ def _scalar_multiple(M, name):
     if np.abs(M - c * np.eye(d)).max() <= 1e-12 * scale:
         return c
     return None
+
+
+def finite_m_k_max(P, Sigma) -> int:
+    """The largest k :func:`finite_m_error` computes for this pair: :data:`ISOTROPIC_K_MAX` when
+    P and Σ are both multiples of I (the Wishart-moment method), else :data:`GENERAL_K_MAX`.
+
+    For the book's chain pass P = Γ⁻¹, e.g. ``finite_m_k_max(np.linalg.inv(gamma(Lam, n)), Sigma)``.
+    """
+    P, Sigma, _, _, _ = _finite_m_args(P, Sigma, 1, 0, 0.0)
+    isotropic = _scalar_multiple(P) is not None and _scalar_multiple(Sigma) is not None
+    return ISOTROPIC_K_MAX if isotropic else GENERAL_K_MAX
 
 
 def _finite_m_args(P, Sigma, m_test, k, noise):
@@ -353,7 +365,7 @@ def finite_m_error(P, Sigma, m_test: int, k, noise: float = 0.0):
     P, Sigma, m, ks, noise = _finite_m_args(P, Sigma, m_test, k, noise)
     d = P.shape[0]
     k_max = int(ks.max()) if ks.size else 0
-    p, s = _scalar_multiple(P, "P"), _scalar_multiple(Sigma, "Sigma")
+    p, s = _scalar_multiple(P), _scalar_multiple(Sigma)
     if p is not None and s is not None:
         if k_max > ISOTROPIC_K_MAX:
             raise ValueError(f"k must be <= {ISOTROPIC_K_MAX} for the exact isotropic method, got {k_max}")
@@ -432,7 +444,7 @@ def finite_m_conditional_sd(P, Sigma, m_test: int, k):
     """
     P, Sigma, m, ks, _ = _finite_m_args(P, Sigma, m_test, k, 0.0)
     d = P.shape[0]
-    p, s = _scalar_multiple(P, "P"), _scalar_multiple(Sigma, "Sigma")
+    p, s = _scalar_multiple(P), _scalar_multiple(Sigma)
     if p is None or s is None:
         raise ValueError("P and Sigma must both be multiples of the identity for finite_m_conditional_sd")
     k_max = int(ks.max()) if ks.size else 0
@@ -463,7 +475,7 @@ def proportional_limit_error(P, Sigma, m_test: int, k, noise: float = 0.0):
     """
     P, Sigma, m, ks, noise = _finite_m_args(P, Sigma, m_test, k, noise)
     d = P.shape[0]
-    p, s = _scalar_multiple(P, "P"), _scalar_multiple(Sigma, "Sigma")
+    p, s = _scalar_multiple(P), _scalar_multiple(Sigma)
     if p is None or s is None:
         raise ValueError("P and Sigma must both be multiples of the identity for proportional_limit_error")
     k_max = int(ks.max()) if ks.size else 0
