@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ttscale.chapters import ROOT
+from ttbook.chapters import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

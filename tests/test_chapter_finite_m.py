@@ -5,8 +5,8 @@ import math
 import papermill
 import pytest
 
-from ttscale import chapters
-from ttscale.results import glued
+from ttbook import chapters
+from ttbook.results import glued
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,8 @@
 import papermill
 import pytest
 
-from ttscale import chapters
-from ttscale.results import glued as _glued
+from ttbook import chapters
+from ttbook.results import glued as _glued
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@
 import papermill
 import pytest
 
-from ttscale import chapters
+from ttbook import chapters
 
 
 def test_smoke_parameters_are_real_parameters():

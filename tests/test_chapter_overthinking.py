@@ -3,8 +3,8 @@ and stops at its validation cell with the library's sentence on a bad parameter.
 
 import pytest
 
-from ttscale import chapters
-from ttscale.results import glued
+from ttbook import chapters
+from ttbook.results import glued
 
 papermill = pytest.importorskip("papermill")
 

@@ -3,7 +3,7 @@
 import papermill
 import pytest
 
-from ttscale import chapters
+from ttbook import chapters
 
 
 @pytest.mark.slow

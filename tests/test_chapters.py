@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ttscale import chapters
+from ttbook import chapters
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_bad_parameter_stops_intro_with_library_message():
 def test_rerun_gives_identical_numbers():
     # Determinism is what makes the execution cache sound: same parameters and seed,
     # the same glued numbers, bit for bit.
-    from ttscale.results import glued
+    from ttbook.results import glued
 
     first = glued(chapters.execute("intro", smoke=True))
     second = glued(chapters.execute("intro", smoke=True))

@@ -1,4 +1,4 @@
-"""``python -m ttscale`` driven as a user would: list, params, run, and the bad-input cases."""
+"""``python -m ttbook`` driven as a user would: list, params, run, and the bad-input cases."""
 
 import json
 import subprocess
@@ -6,16 +6,16 @@ import sys
 
 import pytest
 
-from ttscale import parameters
+from ttbook import parameters
 
 
 def cli(*args, cwd, timeout=600):
-    return subprocess.run([sys.executable, "-m", "ttscale", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ttbook", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
 
 def test_list_names_each_chapter_with_title_and_run_time(tmp_path):
-    from ttscale import chapters
+    from ttbook import chapters
 
     out = cli("list", cwd=tmp_path)
     assert out.returncode == 0 and "intro" in out.stdout.split()
@@ -25,7 +25,7 @@ def test_list_names_each_chapter_with_title_and_run_time(tmp_path):
 
 
 def test_a_closed_pipe_is_quiet(tmp_path):
-    out = subprocess.run(f"{sys.executable} -m ttscale list | head -n 1", shell=True, cwd=tmp_path,
+    out = subprocess.run(f"{sys.executable} -m ttbook list | head -n 1", shell=True, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stderr == "" and out.stdout.startswith("chapter")
 
@@ -68,7 +68,7 @@ def test_bad_input_is_rejected_before_any_kernel_starts(tmp_path, args, message)
     where = {"run": ["-o", str(tmp_path / "x.ipynb")], "sweep": ["--dir", str(tmp_path / "sw")]}.get(args[0], [])
     out = cli(*args, *where, cwd=tmp_path)
     assert out.returncode == 2, (out.stdout, out.stderr)
-    assert "python -m ttscale: error: " + message in out.stderr
+    assert "python -m ttbook: error: " + message in out.stderr
     assert "running" not in out.stderr
     assert list(tmp_path.iterdir()) == []  # no notebook, no report, no run directory
 
@@ -111,9 +111,29 @@ def test_run_default_output_and_failure_report(tmp_path):
     assert "Traceback" in report["error"]["traceback"] or "ValueError" in report["error"]["traceback"]
 
 
-@pytest.mark.parametrize("chapter", __import__("ttscale.chapters").chapters.chapters())
+@pytest.mark.parametrize("chapter", __import__("ttbook.chapters").chapters.chapters())
 def test_every_chapter_documents_its_parameters(chapter):
     """``params`` shows each knob's meaning: the trailing ``# comment`` on its line."""
     missing = [p.name for p in parameters.describe(chapter) if not p.meaning]
     assert not missing, (f"{chapter}: parameters without a '# meaning' comment on their line in the "
                          f"parameters cell: {', '.join(missing)}")
+
+
+def test_the_former_command_name_forwards(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "ttscale", "list"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "intro" in out.stdout.split(), out.stderr
+
+
+def test_the_book_is_found_from_the_environment_and_bad_roots_are_named(tmp_path, monkeypatch):
+    from ttbook import chapters
+
+    monkeypatch.setenv("TTBOOK_ROOT", str(chapters.ROOT))
+    assert chapters.find_root(tmp_path) == chapters.ROOT
+    monkeypatch.setenv("TTBOOK_ROOT", str(tmp_path))
+    with pytest.raises(ValueError, match="TTBOOK_ROOT=.* must name a folder holding _toc.yml and book/"):
+        chapters.find_root()
+    monkeypatch.delenv("TTBOOK_ROOT")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_toc.yml").write_text("root: book/intro\n")
+    assert chapters.find_root(tmp_path / "book") == tmp_path.resolve()

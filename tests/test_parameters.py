@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ttscale import parameters as P
+from ttbook import parameters as P
 
 CELL = '''\
 d = 20  # feature dimension

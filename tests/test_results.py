@@ -3,7 +3,7 @@
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from ttscale import results
+from ttbook import results
 
 PREFIX = "application/papermill.record/"
 
@@ -45,7 +45,7 @@ def test_scalar():
 
 
 def test_meanings_are_the_sentences_that_quote_each_number(tmp_path):
-    from ttscale.results import meanings
+    from ttbook.results import meanings
 
     page = tmp_path / "c.md"
     page.write_text("---\nsmoke: {}\n---\n# T\n\nThe error is {glue:text}`c_err:.3f` at $k$ = {glue:text}`c_k`. "

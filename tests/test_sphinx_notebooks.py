@@ -3,7 +3,7 @@
 import json
 from types import SimpleNamespace
 
-from ttscale import chapters, sphinx_notebooks
+from ttbook import chapters, sphinx_notebooks
 
 
 def _app(tmp_path, metadata):

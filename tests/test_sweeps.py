@@ -11,11 +11,11 @@ import time
 import pandas as pd
 import pytest
 
-from ttscale import parameters, runs, sweeps
+from ttbook import parameters, runs, sweeps
 
 
 def cli(*args, cwd, timeout=900):
-    return subprocess.run([sys.executable, "-m", "ttscale", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ttbook", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -171,7 +171,7 @@ def test_two_point_sweep_on_a_dask_local_cluster(tmp_path, local_cluster):
 
 @pytest.mark.slow
 def test_resume_after_an_interrupted_sweep(tmp_path):
-    args = [sys.executable, "-m", "ttscale", "sweep", "intro", "--smoke", "-p", "seed", "0,1,2", "--workers", "1",
+    args = [sys.executable, "-m", "ttbook", "sweep", "intro", "--smoke", "-p", "seed", "0,1,2", "--workers", "1",
             "--dir", "sw"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -235,7 +235,7 @@ def _kernels_of_workers(root) -> set:
 
 @pytest.mark.slow
 def test_a_killed_worker_costs_nothing_but_a_retry(tmp_path):
-    args = [sys.executable, "-m", "ttscale", "sweep", "intro", "--smoke", "-p", "seed", "0,1", "--workers", "2",
+    args = [sys.executable, "-m", "ttbook", "sweep", "intro", "--smoke", "-p", "seed", "0,1", "--workers", "2",
             "--dir", "sw"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, victim = time.time() + 300, None

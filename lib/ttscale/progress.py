@@ -1,6 +1,6 @@
 """Progress bars for long loops: visible to a person at a terminal or in Jupyter, quiet in logs.
 
-Quiet when ``TTSCALE_QUIET=1`` (set by :func:`ttscale.chapters.execute`, i.e. papermill runs
+Quiet when ``TTSCALE_QUIET=1`` (set by :func:`ttbook.chapters.execute`, i.e. papermill runs
 and tests) or ``CI`` is set. Bars go to stderr, which the rendered book drops.
 Used in {ref}`sec-pseudo-newton` and {ref}`sec-gpt2`.
 """

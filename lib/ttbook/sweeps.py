@@ -1,7 +1,7 @@
 """Parameter sweeps: a grid of chapter runs, in parallel, resumable, collected in one table.
 
 A sweep of chapter ``C`` over axes ``{"n_train": [10, 20], "seed": [0, 1]}`` is the product
-of the axes. Each point is one run (:func:`ttscale.runs.execute`) kept in its own directory
+of the axes. Each point is one run (:func:`ttbook.runs.execute`) kept in its own directory
 ``DIR/runs/KEY/`` (``KEY`` names the point's parameters, e.g. ``n_train=10,seed=0``) as
 ``C.ipynb`` plus the report ``C.json``, which is written only once the run has finished. So a
 re-run of the sweep skips every point whose report says ``ok`` for the same parameters and the
@@ -10,7 +10,7 @@ pool (default) or to a Dask distributed cluster (``scheduler=ADDRESS``; the run 
 then be on a file system the workers share). The results the chapters glue become the columns of
 a tidy table (one row per run, failed runs with their error), merged into ``DIR/results.csv`` by
 run key, so sweeps of other values in the same folder add rows instead of replacing the table.
-Used by ``python -m ttscale sweep``.
+Used by ``python -m ttbook sweep``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import chapters, checks, parameters as _parameters, runs
+from ttscale import checks
+
+from . import chapters, parameters as _parameters, runs
 
 __all__ = ["Point", "Sweep", "grid", "plan", "run", "table", "merge_csv", "default_directory"]
 
@@ -174,7 +176,7 @@ def _died(point: Point, returncode, attempts: int) -> dict:
 
 
 def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, echo, poll: float = 0.2) -> None:
-    """Each run in its own worker process (:mod:`ttscale.sweep_worker`), at most ``workers`` at once.
+    """Each run in its own worker process (:mod:`ttbook.sweep_worker`), at most ``workers`` at once.
 
     A worker that dies before writing its result costs only its own run, which is started again
     up to ``retries`` times. On Ctrl-C (or any error here) the workers in flight get SIGTERM, which
@@ -184,7 +186,7 @@ def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, 
     pending = collections.deque(todo)
     attempts = collections.Counter()
     running = {}  # Popen -> (point, result path, log file)
-    scratch = Path(tempfile.mkdtemp(prefix="ttscale-sweep-"))
+    scratch = Path(tempfile.mkdtemp(prefix="ttbook-sweep-"))
     try:
         while pending or running:
             while pending and len(running) < workers:
@@ -194,7 +196,7 @@ def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, 
                 p.notebook.parent.mkdir(parents=True, exist_ok=True)
                 log = open(p.notebook.with_suffix(".log"), "w")
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "ttscale.sweep_worker", chapter, json.dumps(p.overrides),
+                    [sys.executable, "-m", "ttbook.sweep_worker", chapter, json.dumps(p.overrides),
                      str(p.notebook), str(result)],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True)  # the terminal's Ctrl-C reaches only this process
@@ -257,7 +259,7 @@ def _run_dask(name, todo: list[Point], scheduler: str, workers: int, collect, co
             futures = {}
             for p in todo:
                 fut = client.submit(_execute, str(chapters.chapter_path(name)), p.overrides, str(p.notebook.resolve()),
-                                    pure=False, key=f"ttscale-{p.chapter}-{p.key}-{os.getpid()}")
+                                    pure=False, key=f"ttbook-{p.chapter}-{p.key}-{os.getpid()}")
                 futures[fut.key] = (fut, p)
             for fut in dask_completed([f for f, _ in futures.values()]):
                 p = futures[fut.key][1]

@@ -1,11 +1,11 @@
 """One recorded run of a chapter: the executed notebook next to a JSON report.
 
-:func:`execute` runs a chapter with papermill (through :func:`ttscale.chapters.execute`) and
+:func:`execute` runs a chapter with papermill (through :func:`ttbook.chapters.execute`) and
 returns a *record*: the chapter and the hash of its source, the overrides and the full set of
 parameters used, the status (``ok``/``failed``), the error and traceback of a failed run, the
-results the chapter glued (:mod:`ttscale.results`), and the time it took. :func:`write_report`
-stores a record as ``OUT.json`` next to ``OUT.ipynb``. Used by ``python -m ttscale run`` and by
-:mod:`ttscale.sweeps` (one record per point of a sweep).
+results the chapter glued (:mod:`ttbook.results`), and the time it took. :func:`write_report`
+stores a record as ``OUT.json`` next to ``OUT.ipynb``. Used by ``python -m ttbook run`` and by
+:mod:`ttbook.sweeps` (one record per point of a sweep).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def run_key(overrides: dict) -> str:
 
 
 def default_output(name, overrides: dict, root=".") -> Path:
-    """Where ``python -m ttscale run`` keeps a run by default: ``runs/CHAPTER/KEY.ipynb``."""
+    """Where ``python -m ttbook run`` keeps a run by default: ``runs/CHAPTER/KEY.ipynb``."""
     stem = chapters.chapter_path(name).stem
     return Path(root) / "runs" / stem / f"{run_key(overrides)}.ipynb"
 

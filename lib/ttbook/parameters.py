@@ -8,7 +8,7 @@ with its meaning as a trailing comment::
 :func:`describe` reads that cell (without running anything); :func:`parse` turns the text a
 user typed (``-p d 40``) into a value of the default's type; :func:`resolve` checks a whole set
 of overrides, so that an unknown name or a value of the wrong type is rejected *before* a kernel
-starts (papermill alone would silently inject an unknown name). Used by ``python -m ttscale``
+starts (papermill alone would silently inject an unknown name). Used by ``python -m ttbook``
 (``params``, ``run`` and ``sweep``).
 """
 

@@ -4,7 +4,7 @@ A chapter is a MyST-Markdown notebook under ``book/`` with a ``kernelspec`` in i
 matter, a code cell tagged ``parameters``, and (optionally) a ``smoke:`` mapping in its
 front matter: the small parameters that make it run in about a minute, used by the tests.
 
-Used by the tests (every chapter runs with its smoke parameters) and by ``python -m ttscale``.
+Used by the tests (every chapter runs with its smoke parameters) and by ``python -m ttbook``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,32 @@ import yaml
 __all__ = ["ROOT", "BOOK", "chapter_path", "chapters", "front_matter", "title", "smoke_parameters",
            "default_parameters", "execute"]
 
-ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_root(start=None) -> Path:
+    """The book's source folder: the one holding ``_toc.yml`` and ``book/``.
+
+    Looked for in ``$TTBOOK_ROOT`` if set, else in ``start`` (default: the working directory)
+    and its parents, else beside this package (an editable install inside the repository).
+    Raises ValueError saying where it looked when none of them is a book.
+    """
+    def is_book(p: Path) -> bool:
+        return (p / "_toc.yml").is_file() and (p / "book").is_dir()
+
+    env = os.environ.get("TTBOOK_ROOT")
+    if env:
+        if not is_book(Path(env)):
+            raise ValueError(f"TTBOOK_ROOT={env!r} must name a folder holding _toc.yml and book/")
+        return Path(env).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for p in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        if is_book(p):
+            return p
+    raise ValueError(f"no book found: neither {here} nor its parents hold _toc.yml and book/ "
+                     "(run from the book's folder or set TTBOOK_ROOT)")
+
+
+ROOT = find_root()
 BOOK = ROOT / "book"
 
 

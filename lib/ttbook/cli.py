@@ -1,4 +1,4 @@
-"""The command line: ``python -m ttscale {list,params,run,sweep}``.
+"""The command line: ``python -m ttbook {list,params,run,sweep}``.
 
 * ``list``: the book's chapters.
 * ``params CHAPTER``: each parameter with its type, default, smoke value and meaning.
@@ -24,13 +24,13 @@ __all__ = ["main", "build_parser"]
 
 
 class _Error(Exception):
-    """A usage error: reported as ``ttscale: error: ...`` with exit status 2."""
+    """A usage error: reported as ``ttbook: error: ...`` with exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m ttscale`` (sub-commands list, params, run, sweep)."""
+    """The argument parser of ``python -m ttbook`` (sub-commands list, params, run, sweep)."""
     parser = argparse.ArgumentParser(
-        prog="python -m ttscale",
+        prog="python -m ttbook",
         description="Re-run the book's chapters with your own parameters, alone or in sweeps.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{list,params,run,sweep}")
 
@@ -211,7 +211,7 @@ def _cmd_sweep(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Entry point of ``python -m ttscale``; returns the exit status (0 ok, 1 a run failed, 2 bad input)."""
+    """Entry point of ``python -m ttbook``; returns the exit status (0 ok, 1 a run failed, 2 bad input)."""
     parser = build_parser()
     rest, pairs = _extract_parameters(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(rest)
@@ -245,7 +245,7 @@ def _extract_parameters(argv: list[str]):
     while i < len(argv):
         if argv[i] in ("-p", "--parameter"):
             if i + 2 >= len(argv):
-                print(f"python -m ttscale: error: {argv[i]} needs a NAME and a VALUE", file=sys.stderr)
+                print(f"python -m ttbook: error: {argv[i]} needs a NAME and a VALUE", file=sys.stderr)
                 raise SystemExit(2)
             pairs.append([argv[i + 1], argv[i + 2]])
             i += 3

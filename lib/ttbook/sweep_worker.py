@@ -1,6 +1,6 @@
-"""One sweep run in its own process: ``python -m ttscale.sweep_worker CHAPTER OVERRIDES NOTEBOOK RESULT``.
+"""One sweep run in its own process: ``python -m ttbook.sweep_worker CHAPTER OVERRIDES NOTEBOOK RESULT``.
 
-The local sweep (:func:`ttscale.sweeps.run`) starts one of these per run, so a worker that dies
+The local sweep (:func:`ttbook.sweeps.run`) starts one of these per run, so a worker that dies
 (killed, out of memory) costs only the run it held: the parent sees a missing result and retries
 that run. The worker writes its PID to ``NOTEBOOK.running`` while it works, turns SIGTERM into a
 clean stop (papermill then shuts the kernel down), and writes the run's record as JSON to

@@ -5,7 +5,7 @@ Chapters already record every number their prose quotes with
 metadata has a ``scrapbook`` entry naming the key (the papermill/scrapbook convention), so any
 executed notebook carries its results: :func:`glued` reads them back. Plain numbers, strings and
 bools are returned; figures and tables glued for the book are skipped. Used by
-``python -m ttscale run`` and ``sweep`` to report and tabulate each run's results.
+``python -m ttbook run`` and ``sweep`` to report and tabulate each run's results.
 """
 
 from __future__ import annotations
