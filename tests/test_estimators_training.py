@@ -76,3 +76,21 @@ def test_start_step_continues_the_prompt_stream():
     assert list(h.steps) == [20, 30, 40]
     with pytest.raises(ValueError, match="start_step must be an integer >= 0"):
         training.train_lsa(a, sampler, 1, start_step=-1)
+
+
+def test_train_stages_is_the_hand_written_schedule():
+    # stages = one train_lsa per learning rate, a fresh optimiser each, the prompt stream continued
+    d, L = 3, cv.power_law(3, 0.5)
+    sampler = training.prompt_sampler(L, 6, 16, seed=4)
+    a = lsa.LSA(d, W=lsa.structured_W(d), train_W=False)
+    b = lsa.LSA(d, W=lsa.structured_W(d), train_W=False)
+    h = training.train_stages(a, sampler, [(10, 0.03), (6, 0.01)], record_every=5)
+    h1 = training.train_lsa(b, sampler, 10, 0.03, record_every=5, progress=False)
+    h2 = training.train_lsa(b, lambda t: sampler(t), 6, 0.01, start_step=10, record_every=5, progress=False)
+    assert torch.equal(a.V, b.V)
+    np.testing.assert_array_equal(h.loss, np.concatenate([h1.loss, h2.loss]))
+    assert list(h.steps) == [0, 5, 10, 10, 15, 16] and h.V.shape == (6, 2 * d + 2, 2 * d + 2)
+    with pytest.raises(ValueError, match="stages must hold at least one"):
+        training.train_stages(a, sampler, [])
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        training.train_stages(a, sampler, [(3, 0.0)])

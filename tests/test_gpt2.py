@@ -1,11 +1,10 @@
-"""Tests of ttscale.gpt2 (model, rollout) and ttscale.gpt2_training (loss, training, cache)."""
+"""Tests of ttscale.gpt2: the model, its rollout, training and the checkpoint cache."""
 
 import numpy as np
 import pytest
 import torch
 
 from ttscale import covariances, gpt2, prompts
-from ttscale import gpt2_training as gt
 
 D = 3
 
@@ -142,7 +141,7 @@ def test_chain_is_differentiable():
 def tc(**kw):
     base = dict(n_train=5, chain_train=2, steps=6, batch=8, lr=3e-3, seed=0)
     base.update(kw)
-    return gt.TrainConfig(**base)
+    return gpt2.TrainConfig(**base)
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -160,7 +159,7 @@ def test_train_config_bad_parameters(kw, msg):
 
 def test_chain_loss_matches_definition():
     m, p = model(), batch()
-    loss = gt.chain_loss(m, p, 2)
+    loss = gpt2.chain_loss(m, p, 2)
     est = gpt2.chain(m, p.X, p.y, 2)
     expected = ((est - p.w[:, None]) ** 2).sum(-1).mean() / D
     torch.testing.assert_close(loss, expected)
@@ -168,42 +167,44 @@ def test_chain_loss_matches_definition():
 
 def test_training_lowers_loss_and_is_deterministic_on_cpu():
     Lam = covariances.identity(D)
-    a = gt.train(tiny(), tc(steps=40), Lam, device="cpu", progress=False)
-    b = gt.train(tiny(), tc(steps=40), Lam, device="cpu", progress=False)
+    a = gpt2.train(tiny(), tc(steps=40), Lam, device="cpu", progress=False)
+    b = gpt2.train(tiny(), tc(steps=40), Lam, device="cpu", progress=False)
     np.testing.assert_array_equal(a.loss, b.loss)
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(pa, pb)
     assert a.loss[-10:].mean() < a.loss[:5].mean()
-    c = gt.train(tiny(), tc(steps=40, seed=1), Lam, device="cpu", progress=False)
+    c = gpt2.train(tiny(), tc(steps=40, seed=1), Lam, device="cpu", progress=False)
     assert not np.array_equal(a.loss, c.loss)
 
 
 def test_cache_key_depends_on_every_field():
     Lam = covariances.identity(D)
-    k0 = gt.cache_key(tiny(), tc(), Lam)
-    assert k0 == gt.cache_key(tiny(), tc(), Lam.copy())
-    others = [gt.cache_key(tiny(n_layer=2), tc(), Lam), gt.cache_key(tiny(), tc(n_train=6), Lam),
-              gt.cache_key(tiny(), tc(chain_train=1), Lam), gt.cache_key(tiny(), tc(steps=7), Lam),
-              gt.cache_key(tiny(), tc(batch=9), Lam), gt.cache_key(tiny(), tc(lr=1e-3), Lam),
-              gt.cache_key(tiny(), tc(seed=2), Lam), gt.cache_key(tiny(), tc(), 2 * Lam)]
+    k0 = gpt2.cache_key(tiny(), tc(), Lam)
+    assert k0 == gpt2.cache_key(tiny(), tc(), Lam.copy())
+    others = [gpt2.cache_key(tiny(n_layer=2), tc(), Lam), gpt2.cache_key(tiny(), tc(n_train=6), Lam),
+              gpt2.cache_key(tiny(), tc(chain_train=1), Lam), gpt2.cache_key(tiny(), tc(steps=7), Lam),
+              gpt2.cache_key(tiny(), tc(batch=9), Lam), gpt2.cache_key(tiny(), tc(lr=1e-3), Lam),
+              gpt2.cache_key(tiny(), tc(seed=2), Lam), gpt2.cache_key(tiny(), tc(), 2 * Lam)]
     assert len({k0, *others}) == 1 + len(others)
     with pytest.raises(ValueError, match="Lam must be 3 x 3"):
-        gt.cache_key(tiny(), tc(), covariances.identity(4))
+        gpt2.cache_key(tiny(), tc(), covariances.identity(4))
 
 
 def test_cache_miss_then_hit(tmp_path):
     Lam = covariances.identity(D)
-    first = gt.load_or_train(tiny(), tc(), Lam, cache_dir=tmp_path, device="cpu", progress=False)
+    first = gpt2.load_or_train(tiny(), tc(), Lam, cache_dir=tmp_path, device="cpu", progress=False)
     assert not first.cached and first.path.is_file() and first.path.parent == tmp_path
-    second = gt.load_or_train(tiny(), tc(), Lam, cache_dir=tmp_path, device="cpu", progress=False)
+    second = gpt2.load_or_train(tiny(), tc(), Lam, cache_dir=tmp_path, device="cpu", progress=False)
     assert second.cached and second.path == first.path
     np.testing.assert_array_equal(first.loss, second.loss)
     p = batch()
     torch.testing.assert_close(gpt2.rollout(first.model, p.X, p.y, 3), gpt2.rollout(second.model, p.X, p.y, 3))
-    third = gt.load_or_train(tiny(), tc(steps=7), Lam, cache_dir=tmp_path, device="cpu", progress=False)
+    third = gpt2.load_or_train(tiny(), tc(steps=7), Lam, cache_dir=tmp_path, device="cpu", progress=False)
     assert not third.cached and len(list(tmp_path.glob("*.pt"))) == 2
-    off = gt.load_or_train(tiny(), tc(steps=8), Lam, cache_dir=tmp_path, cache=False, device="cpu", progress=False)
+    off = gpt2.load_or_train(tiny(), tc(steps=8), Lam, cache_dir=tmp_path, cache=False, device="cpu", progress=False)
     assert not off.cached and off.path is None and len(list(tmp_path.glob("*.pt"))) == 2
+    with pytest.raises(ValueError, match="cache_dir must name a folder"):  # the library guesses no paths
+        gpt2.load_or_train(tiny(), tc(), Lam, cache_dir="", device="cpu", progress=False)
 
 
 def test_cpu_threads_sets_and_restores():

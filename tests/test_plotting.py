@@ -12,7 +12,10 @@ def test_lengths_that_share_a_figure_get_distinct_colours(group):
 
 
 def test_same_length_same_colour_and_nearest_anchor():
-    assert plotting.n_train_color(20) == plotting.n_train_color(20)
+    import seaborn as sns
+
+    palette = sns.color_palette("colorblind", 10)
+    assert plotting.n_train_color(20) == palette[1] and plotting.n_train_color(10) == palette[0]  # the table's entries
     assert plotting.n_train_color(21) == plotting.n_train_color(20)
     assert plotting.n_train_color(1000) == plotting.n_train_color(400)
 

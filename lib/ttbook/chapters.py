@@ -9,14 +9,13 @@ Used by the tests (every chapter runs with its smoke parameters) and by ``python
 
 from __future__ import annotations
 
-import ast
 import os
 from pathlib import Path
 
 import yaml
 
 __all__ = ["ROOT", "BOOK", "chapter_path", "chapters", "front_matter", "title", "smoke_parameters",
-           "default_parameters", "execute"]
+           "default_parameters", "parameters_cell", "execute"]
 
 
 
@@ -99,20 +98,22 @@ def smoke_parameters(name) -> dict:
     return dict(front_matter(chapter_path(name)).get("smoke") or {})
 
 
-def default_parameters(name) -> dict:
-    """Name → default value of every assignment in the chapter's ``parameters`` cell."""
+def parameters_cell(name) -> str:
+    """The source of the chapter's code cell tagged ``parameters`` (read, not run)."""
     import jupytext
 
     nb = jupytext.read(chapter_path(name))
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            tree = ast.parse(cell.source)
-            out = {}
-            for node in tree.body:
-                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                    out[node.targets[0].id] = ast.literal_eval(node.value)
-            return out
-    raise ValueError(f"chapter {name!r} has no code cell tagged 'parameters'")
+            return cell.source
+    raise ValueError(f"chapter {str(name)!r} has no code cell tagged 'parameters'")
+
+
+def default_parameters(name) -> dict:
+    """Name → default value of every assignment in the chapter's ``parameters`` cell."""
+    from . import parameters  # the one reader of a parameters cell (it imports this module)
+
+    return {p.name: p.default for p in parameters.describe(name)}
 
 
 def execute(name, parameters: dict | None = None, *, smoke: bool = False, output=None, progress: bool = False):

@@ -37,16 +37,6 @@ class Parameter:
     has_smoke: bool = False
 
 
-def _parameters_cell(name) -> str:
-    import jupytext
-
-    nb = jupytext.read(chapters.chapter_path(name))
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            return cell.source
-    raise ValueError(f"chapter {str(name)!r} has no code cell tagged 'parameters'")
-
-
 def _comments(source: str) -> dict[int, tuple[str, bool]]:
     """Line number -> (comment text, whether the comment is the whole line)."""
     out = {}
@@ -97,7 +87,7 @@ def describe(name) -> list[Parameter]:
     The meaning is the trailing ``# comment`` on the assignment's line (or, failing that, the
     comment lines directly above it); the smoke value comes from the front matter ``smoke:``.
     """
-    return describe_source(_parameters_cell(name), chapters.smoke_parameters(name))
+    return describe_source(chapters.parameters_cell(name), chapters.smoke_parameters(name))
 
 
 def type_name(default) -> str:

@@ -3,7 +3,7 @@
 Each helper either returns a cleaned value or raises :class:`ValueError` whose
 message names the offending argument and the rule it broke, so a chapter run with
 a nonsensical parameter stops at its first cell with a sentence a reader can act
-on instead of a numpy traceback. Used in every chapter (through the library).
+on instead of a numpy traceback.
 """
 
 from __future__ import annotations

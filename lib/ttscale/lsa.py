@@ -5,8 +5,6 @@
 with N the number of (x, y) example columns in Z (n in training, m at test;
 {ref}`sec-intro`). The estimate ŵ is the w-slot of the last column of f(Z). Test-time chain
 of thought appends that output column to Z as a new token and runs f again.
-
-Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ class LSA(nn.Module):
 
     ``V`` and ``W`` start at zero unless given. ``train_W=False`` freezes ``W`` (the
     paper's training keeps it at its structure; only ``V`` is learned).
-    Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
     """
 
     def __init__(self, d: int, V=None, W=None, *, train_W: bool = True, dtype: torch.dtype = torch.float64):
@@ -91,7 +88,6 @@ def structured_W(d: int, c: float = 1.0, dtype: torch.dtype = torch.float64) -> 
     """W with c·I_d in block (x-rows, w-columns), −c at (y-row, 1-column), zero elsewhere.
 
     Then z_jᵀ W z_T = c(⟨x_j, ŵ⟩ − y_j): each example attends with its residual.
-    Used in {ref}`sec-pseudo-newton`.
     """
     c = checks.positive_real(c, "c")
     b = blocks(d)
@@ -105,7 +101,7 @@ def from_map(A, c: float = 1.0, dtype: torch.dtype = torch.float64) -> LSA:
     """The LSA that applies a given d x d map A: W = :func:`structured_W`, V_{w,x} = −A/c, zero elsewhere.
 
     Its chain computes ŵ ← ŵ − A Ŝ_m (ŵ − w). With A = Γ⁻¹ this is :func:`closed_form`; with a
-    mixture's map it is the optimum of mixture training. Used in {ref}`sec-task-selection`.
+    mixture's map it is the optimum of mixture training.
     """
     c = checks.positive_real(c, "c")
     A = np.asarray(A, dtype=np.float64)
@@ -120,8 +116,6 @@ def from_map(A, c: float = 1.0, dtype: torch.dtype = torch.float64) -> LSA:
 
 def closed_form(Lam, n_train: int, c: float = 1.0, dtype: torch.dtype = torch.float64) -> LSA:
     """The LSA at the optimum of Theorem 3.1: W = :func:`structured_W`, V_{w,x} = −Γ⁻¹/c.
-
-    Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
     """
     c = checks.positive_real(c, "c")
     return from_map(np.linalg.inv(theory.gamma(Lam, n_train)), c, dtype)
@@ -131,8 +125,7 @@ def applied_map(model: LSA, c: float | None = None) -> np.ndarray:
     """The map A = −c V_{w,x} a (trained) LSA applies in its chain, read from its weights, (d, d).
 
     ``c`` is the scale at which the model reads its own estimate; by default the mean diagonal
-    of W's (x-rows, w-columns) block. For the trained model A ≈ Γ⁻¹. Used in
-    {ref}`sec-pseudo-newton`, {ref}`sec-overthinking` and {ref}`sec-task-selection`.
+    of W's (x-rows, w-columns) block. For the trained model A ≈ Γ⁻¹.
     """
     b = blocks(model.d)
     with torch.no_grad():
@@ -154,7 +147,6 @@ def rollout(model: LSA, X: torch.Tensor, y: torch.Tensor, k: int, *, last_only: 
     current token sequence, takes the last output column (0; 0; ŵ_i; 1) and *appends it
     to Z as a new token*. N stays the number of example columns m throughout.
     ``last_only=False`` recomputes the full f(Z) each step (slower, same numbers).
-    Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
     """
     k = checks.nonnegative_int(k, "k")
     X = checks.tensor(X, "X", ndim=3, dtype=model.V.dtype)

@@ -1,7 +1,7 @@
 """One figure style for the whole book: seaborn theme, fixed colours per n_train and per k.
 
 A reader comparing figures across chapters sees the same colour for the same training
-prompt length everywhere. Used in every chapter.
+prompt length everywhere.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 Quiet when ``TTSCALE_QUIET=1`` (set by :func:`ttbook.chapters.execute`, i.e. papermill runs
 and tests) or ``CI`` is set. Bars go to stderr, which the rendered book drops.
-Used in {ref}`sec-pseudo-newton` and {ref}`sec-gpt2`.
 """
 
 from __future__ import annotations

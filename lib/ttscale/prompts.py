@@ -4,8 +4,6 @@ A prompt holds n pairs (x_i, y_i) with x_i ~ N(0, Λ) i.i.d., y_i = ⟨w, x_i⟩
 w ~ N(0, I_d) drawn afresh per prompt ({ref}`sec-intro`). Batches are indexed by
 ``(seed, stream, step)`` so that training and evaluation draw from separate,
 reproducible streams: the same triple always gives the same prompts, on any machine.
-
-Used in {ref}`sec-intro` and every chapter that simulates.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import torch
 
 from . import checks
 
-__all__ = ["Prompts", "sample", "embed", "estimate_token", "sample_covariance", "generator", "STREAMS"]
+__all__ = ["Prompts", "sample", "embed", "estimate_token", "sample_covariance", "generator", "population_prompts", "STREAMS"]
 
 #: Named, independent random streams (Raventós et al.: never evaluate on training draws).
 STREAMS = {"train": 0, "eval": 1, "test": 2, "preconditioner": 3}
@@ -67,7 +65,6 @@ def sample(
     Returns :class:`Prompts` with ``X`` of shape (batch, d, n) (columns are the x_i,
     as in the book's X = [x_1 … x_n]), ``y = Xᵀw`` of shape (batch, n) and ``w`` of
     shape (batch, d). Deterministic in ``(seed, stream, step)``.
-    Used in {ref}`sec-intro`.
     """
     Lam = checks.covariance(Lam, "Lam")
     n = checks.positive_int(n, "n")
@@ -87,7 +84,6 @@ def embed(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor | None = None) -> t
 
     Column i <= n is (x_i; y_i; 0_d; 0); the last column is the query token
     (0_d; 0; ŵ_0; 1), with ŵ_0 = 0 unless ``w0`` is given. Returns (batch, 2d+2, n+1).
-    Used in {ref}`sec-intro`.
     """
     X = checks.tensor(X, "X", ndim=3)
     y = checks.tensor(y, "y", ndim=2, dtype=X.dtype)
@@ -112,8 +108,35 @@ def estimate_token(w_hat: torch.Tensor) -> torch.Tensor:
 
 
 def sample_covariance(X: torch.Tensor) -> torch.Tensor:
-    """Ŝ = X Xᵀ / n for each prompt, shape (batch, d, d). Used in {ref}`sec-pseudo-newton`."""
+    """Ŝ = X Xᵀ / n for each prompt, shape (batch, d, d)."""
     X = checks.tensor(X, "X")
     if X.ndim != 3:
         raise ValueError(f"X must have shape (batch, d, n), got {tuple(X.shape)}")
     return X @ X.transpose(1, 2) / X.shape[2]
+
+
+def population_prompts(Sigma, m: int, batch: int, *, seed: int = 0, stream: str = "test", step: int = 0) -> Prompts:
+    """Prompts whose sample covariance equals Σ exactly: X Xᵀ/m = Σ (the m → ∞ limit, reached at finite m).
+
+    X = √m Σ^{1/2} Qᵀ with Q an m × d matrix of orthonormal columns (QR of a seeded Gaussian
+    matrix), w ~ N(0, I_d), y = Xᵀw. The CoT recursion sees X only through Ŝ_m = Σ and
+    X y / m = Σ w, so an LSA run on these prompts follows the population (m → ∞) recursion
+    exactly, and its error averaged over w estimates ‖(I − Γ⁻¹Σ)^k‖_F² without bias.
+    Needs m >= d.
+    """
+    Sigma = checks.covariance(Sigma, "Sigma")
+    d = Sigma.shape[0]
+    m = checks.positive_int(m, "m")
+    batch = checks.positive_int(batch, "batch")
+    if m < d:
+        raise ValueError(f"m must be >= d = {d} for a prompt to carry the whole covariance, got {m}")
+    g = generator(seed, stream, step)
+    G = torch.randn(batch, m, d, generator=g, dtype=torch.float64)
+    Q, R = torch.linalg.qr(G)  # (batch, m, d), orthonormal columns
+    lam, U = np.linalg.eigh(Sigma)
+    root = torch.as_tensor((U * np.sqrt(np.clip(lam, 0, None))) @ U.T)
+    X = np.sqrt(m) * root @ Q.transpose(1, 2)  # (batch, d, m)
+    w = torch.randn(batch, d, generator=g, dtype=torch.float64)
+    y = torch.einsum("bdn,bd->bn", X, w)
+    return Prompts(X, y, w)
+

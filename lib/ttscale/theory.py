@@ -4,9 +4,6 @@ Notation as in the book ({ref}`sec-intro`): Λ (``Lam``) the training covariance
 covariance, n (``n_train``) the training prompt length, m (``m_test``) the test prompt
 length, k the number of model applications (k = 0 is ŵ = 0, k = 1 plain in-context
 prediction). Errors are E‖ŵ_k − w‖², not divided by d (the zero predictor scores d).
-
-Used in {ref}`sec-intro`, {ref}`sec-pseudo-newton`, {ref}`sec-hardness` and
-{ref}`sec-overthinking`.
 """
 
 from __future__ import annotations
@@ -35,6 +32,15 @@ __all__ = [
     "finite_m_conditional_sd",
     "finite_m_k_max",
     "proportional_limit_error",
+    "skill_hardness",
+    "hardness_elasticity",
+    "steps_to_target",
+    "steps_to_target_bound",
+    "effective_hardness",
+    "power_mean_hardness",
+    "mp_lambda_max",
+    "mp_edge_ratio",
+    "critical_n_train",
     "ISOTROPIC_K_MAX",
     "GENERAL_K_MAX",
 ]
@@ -53,7 +59,6 @@ def gamma(Lam, n_train: int) -> np.ndarray:
 
     Theorem 3.1 of the paper: the optimal value block is −Γ⁻¹/c. Γ is positive definite
     whenever Λ ≠ 0, even for singular Λ, because of the (tr Λ / n) I floor.
-    Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
     """
     Lam, _ = _lam_sigma(Lam, None)
     n = checks.positive_int(n_train, "n_train")
@@ -65,7 +70,7 @@ def hardness(Lam) -> float:
     """Hard(Λ) = tr Λ / λ_min(Λ) (paper Section 3): scale-invariant, >= d, = d iff Λ ∝ I.
 
     Raises ``ValueError`` for a singular Λ, whose hardness is infinite (a skill the data
-    never exercise). Used in {ref}`sec-hardness`.
+    never exercise).
     """
     Lam = checks.covariance(Lam, "Lam")
     lam = np.linalg.eigvalsh(Lam)
@@ -83,7 +88,6 @@ def preconditioned_spectrum(Lam, n_train: int, Sigma=None) -> np.ndarray:
 
     Each CoT step multiplies direction j of the error by (1 − μ_j) when Γ and Σ commute;
     the error eventually grows iff max μ_j > 2 ({ref}`sec-overthinking`).
-    Used in {ref}`sec-overthinking`.
     """
     mu, _, _ = _preconditioned(Lam, n_train, Sigma)
     return mu
@@ -112,7 +116,6 @@ def cot_error(Lam, n_train: int, k, Sigma=None):
     (I − Γ⁻¹Σ)^k = Γ^{−1/2} Q (I − M)^k Qᵀ Γ^{1/2}, so the squared Frobenius norm is
     Σ_ij ((1 − μ_i)(1 − μ_j))^k (QᵀΓQ)_ij (QᵀΓ⁻¹Q)_ij — exact for any Σ, commuting or not.
     ``Sigma`` defaults to ``Lam`` (in distribution).
-    Used in {ref}`sec-intro` and {ref}`sec-pseudo-newton`.
     """
     ks = checks.steps(k, "k")
     checks.size(ks.size * max(np.shape(Lam)[0] if np.ndim(Lam) == 2 else 1, 1), "k", "the k-by-d table of powers")
@@ -141,8 +144,7 @@ def map_error(P, Sigma, k):
     (batch, d, d) stack; the batch axes broadcast. ``k`` an int or an array of ints. Returns an
     array of shape batch + k's shape (a float for one P, one Sigma and one k). Computed by
     repeated products of B = I − PΣ, one chain shared by every k; a diverging chain overflows
-    to ``inf``. Used in {ref}`sec-pseudo-newton`, {ref}`sec-overthinking` and
-    {ref}`sec-task-selection`.
+    to ``inf``.
     """
     ks = checks.steps(k, "k")
     P = np.asarray(P, dtype=np.float64)
@@ -174,7 +176,7 @@ def symmetrised_error(Lam, n_train: int, k, Sigma=None):
     """The paper's governing quantity tr((I − Γ^{−1/2}ΣΓ^{−1/2})^{2k}) = Σ_j (1 − μ_j)^{2k}.
 
     Equals :func:`cot_error` when Γ and Σ commute; otherwise a different (similar-matrix)
-    norm of the same iteration. Used in {ref}`sec-overthinking`.
+    norm of the same iteration.
     """
     ks = checks.steps(k, "k")
     mu = preconditioned_spectrum(Lam, n_train, Sigma)
@@ -190,7 +192,6 @@ def one_step_error(Lam, n_train: int, m_test: int, Sigma=None) -> float:
     E[Ŝ B Ŝ] = ((m+1)/m) Σ B Σ + (tr(ΣB)/m) Σ gives
     ‖I − Γ⁻¹Σ‖_F² + (1/m)[tr(Γ⁻¹Σ²Γ⁻¹) + tr(Γ⁻¹ΣΓ⁻¹)·tr Σ].
     ``Sigma`` defaults to ``Lam`` (in distribution).
-    Used in {ref}`sec-pseudo-newton`.
     """
     Lam, Sigma = _lam_sigma(Lam, Sigma)
     m = checks.positive_int(m_test, "m_test")
@@ -203,7 +204,7 @@ def one_step_error(Lam, n_train: int, m_test: int, Sigma=None) -> float:
 
 
 def one_step_bound(Lam, n_train: int, m_test: int) -> float:
-    """Theorem 3.3's upper bound (d/n²)(1 + H)² + (d/m)(1 + H), H = Hard(Λ). Used in {ref}`sec-hardness`."""
+    """Theorem 3.3's upper bound (d/n²)(1 + H)² + (d/m)(1 + H), H = Hard(Λ)."""
     H = hardness(Lam)
     n = checks.positive_int(n_train, "n_train")
     m = checks.positive_int(m_test, "m_test")
@@ -214,7 +215,7 @@ def one_step_bound(Lam, n_train: int, m_test: int) -> float:
 def cot_error_bound(Lam, n_train: int, k):
     """Corollary 3.5: E‖ŵ_k − w‖² <= d (1 + n/(1 + H))^{−2k} (up to 1 + o(1)); tight for Λ ∝ I.
 
-    Vectorised over ``k`` like :func:`cot_error`. Used in {ref}`sec-pseudo-newton`.
+    Vectorised over ``k`` like :func:`cot_error`.
     """
     ks = checks.steps(k, "k")
     H = hardness(Lam)
@@ -230,7 +231,6 @@ def smallest_n_train(Lam, k, target: float, n_max: int = 10_000):
     In distribution (Σ = Λ) the error Σ_i ρ_i^{2k}, ρ_i = (λ_i + T)/((n+1)λ_i + T), falls
     with n, so the answer is the first n on the grid 1…``n_max`` that reaches the target;
     ``nan`` where none does (k = 0 never beats d). Vectorised over ``k``.
-    Used in {ref}`sec-pseudo-newton`.
     """
     Lam = checks.covariance(Lam, "Lam")
     ks = checks.steps(k, "k")
@@ -486,3 +486,180 @@ def proportional_limit_error(P, Sigma, m_test: int, k, noise: float = 0.0):
     moments = [d * m**j * nar[j] for j in range(2 * k_max + 1)]
     out = _iso_terms(d, m, p, s, ks, noise, moments)
     return float(out[0]) if ks.ndim == 0 else out.reshape(ks.shape)
+
+
+# --------------------------------------------------------------------------- task hardness (Theorem 3.3, Corollary 3.5)
+def _eigenvalues(Lam) -> np.ndarray:
+    """Eigenvalues of a non-singular covariance, decreasing; ValueError (via Hard) if singular."""
+    hardness(Lam)  # the one place that decides "singular" and says so
+    return np.linalg.eigvalsh(checks.covariance(Lam, "Lam"))[::-1].copy()
+
+
+def skill_hardness(Lam) -> np.ndarray:
+    """Per-skill hardness h_i = tr Λ / λ_i, one per eigen-direction, in increasing order.
+
+    The last entry is Hard(Λ); all equal d iff Λ ∝ I. Raises ``ValueError`` for a singular
+    Λ (a skill with λ_i = 0 has infinite hardness).
+    """
+    lam = _eigenvalues(Lam)
+    return lam.sum() / lam
+
+
+def hardness_elasticity(Lam) -> np.ndarray:
+    """∂ log Hard / ∂ log λ_i for each eigenvalue (decreasing order of λ_i).
+
+    For a simple smallest eigenvalue: λ_i / T for i ≠ min and λ_min/T − 1 = 1/Hard − 1 for the
+    smallest, so the smallest eigenvalue moves Hard one-for-one (elasticity ≈ −1) while each
+    other one moves it by its share of the trace. Requires λ_min to be simple (otherwise Hard
+    is not differentiable there).
+    """
+    lam = _eigenvalues(Lam)
+    if lam.size > 1 and np.isclose(lam[-1], lam[-2], rtol=1e-9, atol=0):
+        raise ValueError("Lam's smallest eigenvalue is repeated, so Hard(Lam) is not differentiable there")
+    e = lam / lam.sum()
+    e[-1] -= 1.0
+    return e
+
+
+def steps_to_target(Lam, n_train: int, target: float, k_max: int = 10_000, Sigma=None):
+    """Smallest number of model applications k with E‖ŵ_k − w‖² <= ``target`` (m → ∞).
+
+    Exact, from :func:`cot_error` on k = 0…``k_max``; ``Sigma`` defaults to
+    Λ (in distribution, where the error falls with k). Returns an ``int``, or ``nan`` when no
+    k <= ``k_max`` reaches the target.
+    """
+    target = checks.positive_real(target, "target")
+    k_max = checks.positive_int(k_max, "k_max")
+    if k_max > 1_000_000:
+        raise ValueError(f"k_max must be <= 1000000 (a million model applications), got {k_max}")
+    err = cot_error(Lam, n_train, np.arange(k_max + 1), Sigma)
+    from .simulation import first_below  # reading a curve off is simulation's; imported late (no cycle)
+
+    return first_below(err, target)
+
+
+def steps_to_target_bound(H, d: int, n_train: int, target: float):
+    """Steps Corollary 3.5 guarantees: smallest k with d (1 + n/(1 + H))^{−2k} <= target.
+
+    k = ⌈log(d/target) / (2 log(1 + n/(1 + H)))⌉ (0 when target >= d). Depends on Λ only
+    through H; never below :func:`steps_to_target` because every ρ_i <= 1/(1 + n/(1 + H)).
+    ``H`` may be an array (returns an int array).
+    """
+    d = checks.positive_int(d, "d")
+    n = checks.positive_int(n_train, "n_train")
+    target = checks.positive_real(target, "target")
+    Hs = np.asarray(H, dtype=np.float64)
+    if not np.all(np.isfinite(Hs)):
+        raise ValueError("H must be finite (a singular covariance has no finite hardness)")
+    if np.any(Hs < d * (1 - 1e-12)):
+        raise ValueError(f"H must be >= d = {d} (Hard(Lam) >= d for every covariance), got minimum {Hs.min()!r}")
+    if target >= d:
+        k = np.zeros_like(Hs)
+    else:
+        k = np.ceil(np.log(d / target) / (2 * np.log1p(n / (1 + Hs))) - 1e-12)
+    k = k.astype(np.int64)
+    return int(k) if k.ndim == 0 else k
+
+
+def effective_hardness(Lam, n_train: int, k):
+    """The hardness an isotropic-law task would need to have Λ's exact error after k steps.
+
+    Solves d (1 + n/(1 + H_eff))^{−2k} = E‖ŵ_k − w‖² (in distribution, m → ∞):
+    with ρ̄ = (error/d)^{1/(2k)}, the 2k-power mean of the per-skill factors ρ_i,
+    H_eff = n ρ̄/(1 − ρ̄) − 1. Properties: H_eff <= Hard(Λ) with equality iff Λ ∝ I, and
+    H_eff → Hard(Λ) as k → ∞. ``k`` >= 1, an int or an array.
+    """
+    ks = checks.steps(k, "k")
+    if ks.size and ks.min() < 1:
+        raise ValueError("k must be >= 1 for an effective hardness (at k = 0 the error is d for every task)")
+    lam = _eigenvalues(Lam)
+    n = checks.positive_int(n_train, "n_train")
+    h = lam.sum() / lam
+    rho = (1 + h) / (n + 1 + h)
+    kk = ks.reshape(-1, 1).astype(np.float64)
+    # power mean of order 2k, computed stably relative to the largest factor
+    rmax = rho.max()
+    rbar = rmax * np.mean((rho / rmax)[None, :] ** (2 * kk), axis=1) ** (1 / (2 * kk[:, 0]))
+    out = n * rbar / (1 - rbar) - 1
+    return float(out[0]) if ks.ndim == 0 else out.reshape(ks.shape)
+
+
+def power_mean_hardness(Lam, k):
+    """Long-prompt (n → ∞) limit of :func:`effective_hardness`: M_{2k}(1 + h_i) − 1.
+
+    For large n, ρ_i ≈ (1 + h_i)/n, so the effective hardness is the power mean of order 2k of
+    1 + h_i, minus 1: the quadratic mean at k = 1 (every skill counts), the maximum (Hard)
+    as k → ∞. ``k`` >= 1, an int or an array.
+    """
+    ks = checks.steps(k, "k")
+    if ks.size and ks.min() < 1:
+        raise ValueError("k must be >= 1 for a power-mean hardness")
+    g = 1 + skill_hardness(Lam)
+    gmax = g.max()
+    kk = ks.reshape(-1, 1).astype(np.float64)
+    out = gmax * np.mean((g / gmax)[None, :] ** (2 * kk), axis=1) ** (1 / (2 * kk[:, 0])) - 1
+    return float(out[0]) if ks.ndim == 0 else out.reshape(ks.shape)
+
+
+
+# --------------------------------------------------------------------------- divergence edges (m -> infinity and Marchenko-Pastur)
+def mp_lambda_max(n_train, d: int, m_test):
+    """Marchenko–Pastur prediction of λ_max(Γ⁻¹Ŝ_m) for Λ = Σ = I: (n/(n+d+1))(1 + √(d/m))².
+
+    For Λ = I, Γ = ((n+d+1)/n) I, and the largest eigenvalue of a d × d sample covariance of
+    m standard Gaussian vectors tends to (1 + √(d/m))² as d, m → ∞ with d/m fixed
+    (Marchenko and Pastur 1967). The chain diverges when this exceeds 2. Vectorised over
+    ``n_train`` and ``m_test`` (broadcast).
+    """
+    d = checks.positive_int(d, "d")
+    n = np.asarray(n_train, dtype=np.float64)
+    m = np.asarray(m_test, dtype=np.float64)
+    if n.size and (not np.all(np.isfinite(n)) or n.min() <= 0):
+        raise ValueError("n_train must be > 0")
+    if m.size and (not np.all(np.isfinite(m)) or m.min() <= 0):
+        raise ValueError("m_test must be > 0")
+    out = n / (n + d + 1) * (1 + np.sqrt(d / m)) ** 2
+    return float(out) if out.ndim == 0 else out
+
+
+def mp_edge_ratio(n_train, d: int):
+    """The test length ratio m/d on the Marchenko–Pastur edge (n/(n+d+1))(1 + √(d/m))² = 2.
+
+    Solving for m: √(d/m) = √(2(n+d+1)/n) − 1, so m/d = 1 / (√(2(n+d+1)/n) − 1)². Shorter
+    test prompts (m/d below this) make the chain diverge. As n → ∞ the edge tends to
+    1/(√2 − 1)² ≈ 5.83. Vectorised over ``n_train``.
+    """
+    d = checks.positive_int(d, "d")
+    n = np.asarray(n_train, dtype=np.float64)
+    if n.size and (not np.all(np.isfinite(n)) or n.min() <= 0):
+        raise ValueError("n_train must be > 0")
+    out = 1.0 / (np.sqrt(2 * (n + d + 1) / n) - 1) ** 2
+    return float(out) if out.ndim == 0 else out
+
+
+def critical_n_train(Lam, Sigma=None, n_max: int = 100_000):
+    """Smallest training prompt length n whose chain eventually diverges on test covariance Σ.
+
+    Divergence (m → ∞) means μ_max(Γ^{−1/2}ΣΓ^{−1/2}) > 2. Γ(n) = Λ + (Λ + tr Λ · I)/n
+    decreases in the Loewner order as n grows, so μ_max increases with n and a bisection
+    over the integers finds the first n that overthinks. Returns ``nan`` if even ``n_max``
+    does not.
+    """
+    n_max = checks.positive_int(n_max, "n_max")
+
+    def over(n):
+        return preconditioned_spectrum(Lam, n, Sigma)[-1] > 2.0
+
+    if not over(n_max):
+        return float("nan")
+    if over(1):
+        return 1
+    lo, hi = 1, n_max  # over(lo) is False, over(hi) is True
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if over(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+

@@ -8,7 +8,6 @@ optimiser started at V = 0 should reach −Γ⁻¹/c; the book checks that it do
 A *sampler* maps a step index to a batch: either one :class:`~ttscale.prompts.Prompts`
 (all prompts of one length) or a list of them (e.g. a mixture of task types with different
 prompt lengths; the loss then averages over all prompts of all groups).
-Used in {ref}`sec-pseudo-newton` and {ref}`sec-task-selection`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from . import checks, prompts
 from .lsa import LSA, blocks
 from .progress import bar
 
-__all__ = ["target_column", "lsa_loss", "prompt_sampler", "History", "train_lsa"]
+__all__ = ["target_column", "lsa_loss", "prompt_sampler", "History", "train_lsa", "train_stages"]
 
 
 def target_column(w: torch.Tensor) -> torch.Tensor:
@@ -110,3 +109,26 @@ def train_lsa(
     D = 2 * model.d + 2
     V = np.stack(rec_V) if rec_V else np.empty((0, D, D))
     return History(losses, np.asarray(rec_steps, dtype=np.int64), V)
+
+
+def train_stages(model: LSA, sampler: Callable[[int], object], stages: Sequence, *, record_every: int = 0,
+                 progress: bool = False) -> History:
+    """Train in stages, a fresh Adam at each learning rate of a schedule; returns the joined :class:`History`.
+
+    ``stages`` is a sequence of ``(steps, lr)``. Each stage continues the sampler's step index
+    where the previous one stopped (no batch is seen twice) and restarts the optimiser, so a
+    decreasing schedule shrinks the stochastic-gradient noise floor around the optimum of the
+    convex loss. ``record_every`` as in :func:`train_lsa` (each stage records its own first and
+    last step, so a step between stages appears twice).
+    """
+    stages = [(checks.nonnegative_int(n, "steps"), checks.positive_real(lr, "lr")) for n, lr in stages]
+    if not stages:
+        raise ValueError("stages must hold at least one (steps, lr) pair")
+    start, parts = 0, []
+    for steps, lr in stages:
+        parts.append(train_lsa(model, sampler, steps, lr, record_every=record_every, start_step=start,
+                               progress=progress))
+        start += steps
+    D = 2 * model.d + 2
+    return History(np.concatenate([h.loss for h in parts]), np.concatenate([h.steps for h in parts]),
+                   np.concatenate([h.V for h in parts]) if record_every else np.empty((0, D, D)))

@@ -30,7 +30,7 @@ give the factors' samples over every coarsening of π's groups gives m^c. The co
 (2r − 1)!! products of r matrices: 945 for r = 5, 10 395 for r = 6, 135 135 for r = 7, so
 the method is offered up to r = 6 (three CoT steps).
 
-Used by :mod:`ttscale.theory` (``finite_m_error``) and in {ref}`sec-finite-m`.
+Used by :mod:`ttscale.theory` (``finite_m_error``).
 """
 
 from __future__ import annotations
