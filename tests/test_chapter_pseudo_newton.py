@@ -15,13 +15,14 @@ def test_smoke_run_checks_theory():
     assert float(glued["pn_worst_z"]) < 5
     assert float(glued["pn_rollout_gap"]) < 1e-9
     assert float(glued["pn_nstar_first"]) == 73.0
+    assert glued["pn_train_verdict"] == "below" and glued["pn_mp_side"] == "above"  # smoke: m = 40 < 5.83 d
 
 
 @pytest.mark.parametrize("params,msg", [
-    ({"m_test": 0}, "m_test must be an integer >= 1"),
-    ({"alpha": -1.0}, "alpha must be >= 0"),
-    ({"covariance": "cauchy"}, "covariance must be one of"),
-    ({"lr_schedule": [0.01, 0.0]}, "lr_schedule must be > 0"),
+    ({"m_test": 0}, "parameter 'm_test' must be an int ≥ 1, got 0"),
+    ({"alpha": -1.0}, "parameter 'alpha' must be a float ≥ 0, got -1.0"),
+    ({"covariance": "cauchy"}, "parameter 'covariance' must be one of"),
+    ({"lr_schedule": [0.01, 0.0]}, "parameter 'lr_schedule' must be a non-empty list of float > 0"),
 ])
 def test_bad_parameter_stops_at_the_top(params, msg):
     with pytest.raises(papermill.PapermillExecutionError, match=msg) as info:

@@ -48,7 +48,7 @@ def test_bad_parameter_stops_intro_with_library_message():
 
     with pytest.raises(papermill.PapermillExecutionError) as info:
         chapters.execute("intro", {"m_test": 0}, smoke=True)
-    assert "m_test must be an integer >= 1" in str(info.value)
+    assert "parameter 'm_test' must be an int ≥ 1, got 0" in str(info.value)
     # ...and it stops in the validation cell, before any simulation
     assert info.value.exec_count <= 3
 

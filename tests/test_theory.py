@@ -35,15 +35,6 @@ def test_cot_error_vectorised_shape_and_type():
     assert np.allclose(out.ravel(), [theory.cot_error(L, 10, int(k)) for k in range(12)])
 
 
-def test_overthinking_examples_of_brief():
-    # paper.md section 6 (derived independently there): missing skills and skewed training.
-    Lm = cv.missing_skills(20, 5)
-    assert np.allclose(theory.cot_error(Lm, 10, np.arange(4), np.eye(20)), [20, 6.24, 2.21, 0.82], atol=0.006)
-    assert np.allclose(theory.cot_error(Lm, 40, np.arange(4), np.eye(20)), [20, 15.11, 38.68, 107.18], atol=0.006)
-    e = theory.cot_error(cv.power_law(20, 1.0), 100, np.arange(21), np.eye(20))
-    assert e.argmin() == 5 and e.min() == pytest.approx(4.65, abs=0.005) and e[20] == pytest.approx(24.06, abs=0.005)
-
-
 def test_in_distribution_never_hurts():
     # every rho_i < n/(n+1) < 1 in distribution: the error falls with k
     for alpha in [0.0, 0.5, 1.5]:

@@ -103,17 +103,22 @@ def _cmd_params(args) -> int:
     params = parameters.describe(path)
     if args.json:
         print(json.dumps([{"name": p.name, "type": parameters.type_name(p.default), "default": p.default,
-                           "smoke": p.smoke if p.has_smoke else None, "meaning": p.meaning}
-                          for p in params], indent=2))
+                           "smoke": p.smoke if p.has_smoke else None, "meaning": p.meaning,
+                           "domain": p.domain.text if p.domain else None} for p in params], indent=2))
         return 0
-    rows = [("name", "type", "default", "smoke", "meaning")]
-    rows += [(p.name, parameters.type_name(p.default), parameters.format_value(p.default),
+    rows = [("name", "domain", "default", "smoke", "meaning")]
+    rows += [(p.name, p.domain.text if p.domain else parameters.type_name(p.default), parameters.format_value(p.default),
               parameters.format_value(p.smoke) if p.has_smoke else "", p.meaning) for p in params]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     print(f"Parameters of {path.stem} ({path.relative_to(chapters.ROOT) if path.is_relative_to(chapters.ROOT) else path}); "
           f"override with -p NAME VALUE:\n")
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+    reqs = parameters.requirements(path)
+    if reqs:
+        print("\nand together:")
+        for r in reqs:
+            print(f"  - {r.rule}")
     return 0
 
 

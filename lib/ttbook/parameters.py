@@ -21,9 +21,10 @@ import tokenize
 from dataclasses import dataclass
 from typing import Any
 
-from . import chapters
+from . import chapters, domains as _domains
 
-__all__ = ["Parameter", "describe", "parse", "check", "resolve", "split_values", "type_name"]
+__all__ = ["Parameter", "describe", "requirements", "parse", "check", "validate", "enforce", "resolve",
+           "split_values", "type_name"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Parameter:
     meaning: str = ""
     smoke: Any = None
     has_smoke: bool = False
+    domain: Any = None  # a ttbook.domains.Domain, declared after "|" in the meaning comment
 
 
 def _comments(source: str) -> dict[int, tuple[str, bool]]:
@@ -73,12 +75,26 @@ def describe_source(source: str, smoke: dict | None = None) -> list[Parameter]:
                 break
         if not meaning:  # else whole-line comments directly above it
             above, line = [], node.lineno - 1
-            while line in comments and comments[line][1]:
+            while line in comments and comments[line][1] and not comments[line][0].startswith("require:"):
                 above.insert(0, comments[line][0])
                 line -= 1
             meaning = " ".join(above)
-        out.append(Parameter(target, default, meaning, smoke.get(target), target in smoke))
+        domain = None
+        if " | " in meaning or meaning.startswith("| "):
+            meaning, _, text = (" " + meaning).rpartition(" | ")
+            meaning = meaning.strip()
+            try:
+                domain = _domains.parse_domain(text)
+            except ValueError as exc:
+                raise ValueError(f"parameter {target!r}: {exc}") from None
+        out.append(Parameter(target, default, meaning, smoke.get(target), target in smoke, domain))
     return out
+
+
+def requirements_source(source: str) -> list:
+    """The ``# require: EXPRESSION -> RULE`` lines of a parameters-cell ``source``."""
+    return [_domains.parse_requirement(text[len("require:"):]) for text, whole in _comments(source).values()
+            if whole and text.startswith("require:")]
 
 
 def describe(name) -> list[Parameter]:
@@ -157,7 +173,7 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+_TRUE, _FALSE = {"true", "yes", "on"}, {"false", "no", "off"}  # not 1/0: an int is not a bool
 
 
 def parse(name: str, default, text):
@@ -193,12 +209,47 @@ def parse(name: str, default, text):
     return check(name, default, value)
 
 
+def requirements(name) -> list:
+    """The relations between chapter ``name``'s parameters (``# require:`` lines of its parameters cell)."""
+    return requirements_source(chapters.parameters_cell(name))
+
+
+def validate(name, values: dict) -> dict:
+    """Every value of chapter ``name`` (defaults where ``values`` is silent) checked against its domain
+    and every requirement; returns the complete, converted set or raises ValueError at the first fault.
+
+    The one place that decides what a chapter accepts: :func:`resolve` (the CLI) and :func:`enforce`
+    (the chapter itself) both call it.
+    """
+    params = describe(name)
+    full = {p.name: p.default for p in params}
+    full.update(values)
+    return _domains.check(full, {p.name: p.domain for p in params if p.domain is not None}, requirements(name))
+
+
+def enforce(name, namespace: dict) -> None:
+    """Check the parameters a chapter is running with (its ``globals()``) and write back converted values.
+
+    Called in the cell after a chapter's parameters cell, so a run with a bad value stops there
+    with the sentence that names the parameter and the rule, before any work.
+    """
+    names = [p.name for p in describe(name)]
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ValueError(f"the parameters cell of {name!r} has not run: {', '.join(missing)} undefined")
+    checked = validate(name, {n: namespace[n] for n in names})
+    for n in names:
+        if type(checked[n]) is not type(namespace[n]) or checked[n] != namespace[n]:
+            namespace[n] = checked[n]
+
+
 def resolve(name, overrides: dict | None = None, *, smoke: bool = False) -> dict:
     """The checked overrides for chapter ``name``: smoke values (if ``smoke``) then ``overrides``.
 
     Values may be text (as typed on a command line) or Python values. Raises ValueError naming
-    the unknown parameter and listing the valid ones, or naming the parameter whose value has
-    the wrong type.
+    the unknown parameter and listing the valid ones, naming the parameter whose value has the
+    wrong type or is outside its domain, or stating the relation between parameters it breaks
+    (:func:`validate`), all before any kernel starts.
     """
     params = {p.name: p for p in describe(name)}
     out = {}
@@ -215,7 +266,8 @@ def resolve(name, overrides: dict | None = None, *, smoke: bool = False) -> dict
             raise ValueError(f"unknown parameter {key!r} for chapter {chapters.chapter_path(name).stem!r}{hint}; "
                              f"valid parameters: {', '.join(params)}")
         out[key] = parse(key, params[key].default, text)
-    return out
+    checked = validate(name, out)
+    return {k: checked[k] for k in out}
 
 
 def split_values(text: str) -> list[str]:
@@ -248,3 +300,61 @@ def format_value(value) -> str:
     if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
         return str(value)
     return repr(value)
+
+
+def sample(name, seed: int = 0, *, keep=(), tries: int = 200) -> dict:
+    """A valid set of overrides for chapter ``name`` drawn at random from its declared domains.
+
+    Small sizes: each value starts from the smoke value (else the default) and moves within its
+    domain without growing — an int is drawn from [max(lo, ⌈v/2⌉), v], a float from v·[0.5, 1.5],
+    a list keeps a random non-empty subset of its entries, a bool or a choice is drawn, a seed
+    anywhere in [0, 10⁶). Names in ``keep`` (and str parameters) stay as they are. Draws are
+    repeated until every requirement holds (at most ``tries`` times; then ValueError). Seeded:
+    the same ``seed`` gives the same overrides.
+    """
+    import random
+
+    rng = random.Random(f"{chapters.chapter_path(name).stem}-{seed}")
+    params = describe(name)
+    base = {p.name: (p.smoke if p.has_smoke else p.default) for p in params}
+
+    def draw_scalar(dom, v, values):
+        if dom.base == "bool":
+            return rng.random() < 0.5
+        if dom.base == "choice":
+            return rng.choice(dom.choices)
+        if dom.base not in ("int", "float") or v is None or isinstance(v, bool):
+            return v
+        lo = dom._bound(dom.lo, values)
+        hi = dom._bound(dom.hi, values)
+        if dom.base == "int":
+            a = max(math.ceil(v / 2), lo + (1 if dom.lo_open else 0)) if lo is not None else math.ceil(v / 2)
+            b = v if hi is None else min(v, hi - (1 if dom.hi_open else 0))
+            return rng.randint(min(a, b), b) if a <= b else v
+        x = v * rng.uniform(0.5, 1.5) if v else rng.uniform(0.0, 1.0)
+        if lo is not None:
+            x = max(x, lo)
+        if hi is not None:
+            x = min(x, hi)
+        return float(f"{x:.3g}")  # readable in a report; validate() below still checks the domain
+
+    for _ in range(tries):
+        out = {}
+        for p in params:
+            v = base[p.name]
+            if p.name in keep or p.domain is None or p.domain.base == "str":
+                out[p.name] = v
+            elif p.name == "seed":
+                out[p.name] = rng.randrange(10**6)
+            elif p.domain.is_list and isinstance(v, (list, tuple)) and v:
+                picked = sorted(rng.sample(range(len(v)), rng.randint(1, len(v))))
+                out[p.name] = [draw_scalar(p.domain, v[i], {**base, **out}) if p.domain.base == "bool" else v[i]
+                               for i in picked]
+            else:
+                out[p.name] = draw_scalar(p.domain, v, {**base, **out})
+        try:
+            checked = validate(name, out)
+        except ValueError:
+            continue
+        return {k: checked[k] for k in out}
+    raise ValueError(f"no valid parameters for {name!r} found in {tries} draws (are its requirements satisfiable?)")
