@@ -22,10 +22,11 @@ def test_hardness_chapter_runs_with_smoke_parameters():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"m_test": 0}, "m_test must be an integer >= 1"),
-        ({"hard_grid": [10.0, 50.0]}, "H must be >= d"),
-        ({"equal_r": [20]}, "r \\(weak skills\\) must be between 1 and d - 1"),
-        ({"target": 0.0}, "target must be > 0"),
+        ({"m_test": 0}, "parameter 'm_test' must be an int ≥ 1, got 0"),
+        ({"hard_grid": [10.0, 50.0]}, "parameter 'hard_grid' must be a non-empty list of float ≥ d = 20"),
+        ({"equal_r": [20]}, "every equal_r must be < d"),
+        ({"target": 0.0}, "parameter 'target' must be a float > 0, got 0.0"),
+        ({"ref_draws": 1}, "parameter 'ref_draws' must be an int ≥ 2, got 1"),
     ],
 )
 def test_bad_parameter_stops_the_chapter(params, message):

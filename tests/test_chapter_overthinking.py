@@ -1,10 +1,12 @@
-"""The overthinking chapter runs with its smoke parameters, reproduces the brief's numbers,
-and stops at its validation cell with the library's sentence on a bad parameter."""
+"""The overthinking chapter runs with its smoke parameters, reproduces the reference values
+(ttscale.reference) at their setting, and stops at its validation cell with the library's
+sentence on a bad parameter."""
 
 import pytest
 
 from ttbook import chapters
 from ttbook.results import glued
+from ttscale import reference
 
 papermill = pytest.importorskip("papermill")
 
@@ -14,25 +16,32 @@ def test_smoke_parameters_are_real_parameters():
 
 
 @pytest.mark.slow
-def test_smoke_run_reproduces_the_brief():
+def test_smoke_run_reproduces_the_reference_values():
     nb = chapters.execute("overthinking", smoke=True)
     g = glued(nb)
-    for key, value in {"ot_missing_n10_k1": 6.24, "ot_missing_n10_k3": 0.82,
-                       "ot_missing_n40_k2": 38.68, "ot_missing_n40_k3": 107.18,
-                       "ot_skew100_min": 4.65, "ot_skew100_k20": 24.06}.items():
-        assert float(g[key]) == pytest.approx(value, abs=0.005), key
-    assert int(g["ot_missing_threshold"]) == 30
-    assert int(g["ot_nstar_trace"]) == 92 and int(g["ot_nstar_max"]) == 9
+    missing = reference.MISSING_SKILLS.value          # the smoke run is at its setting, d = 20, r = 5
+    for n in (10, 40):
+        for k, value in enumerate(missing["errors"][n]):
+            assert float(g[f"ot_missing_n{n}_k{k}"]) == pytest.approx(value, abs=0.005), (n, k)
+    assert int(g["ot_missing_threshold"]) == missing["last_stable_n"]
+    u = reference.SKEWED_U_SHAPE.value                 # and at this one, d = 20, alpha = 1
+    assert f"the minimum {u['min_error']:.3g} is reached at k = {u['best_k']}" in g["ot_skew_check"]
+    assert f"back to {u['error_at_20']:.4g}" in g["ot_skew_check"]
+    # n* = floor((lam_d + tr Lam) / (1/2 - lam_d)) + 1 for lam_i proportional to 1/i, by hand
+    assert "overthinks is n = 92 " in g["ot_nstar_trace"] and "overthinks is n = 9 " in g["ot_nstar_max"]
     assert int(g["ot_short_bestk_n200"]) <= 3 < int(g["ot_short_bestk_n20"])
     assert float(g["ot_phase_agree"]) > 80
+    # the diagnostic: right verdict on every task, and per-prompt stopping beats the best fixed k
+    assert int(g["ot_diag_verdicts"]) == int(g["ot_diag_tasks"]) == 4
+    assert float(g["ot_diag_short_adaptive"]) < float(g["ot_diag_short_fixed"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("params, message", [
-    ({"m_test": 0}, "m_test must be an integer >= 1"),
-    ({"r": 20}, "r (missing skills) must be < d = 20"),
-    ({"normalisations": ["sum"]}, "normalise must be one of"),
-    ({"k_search": 5}, "k_search must be >= k_max"),
+    ({"m_test": 0}, "parameter 'm_test' must be an int ≥ 1, got 0"),
+    ({"r": 20}, "r (missing skills) must be < d (got r = 20, d = 20)"),
+    ({"normalisations": ["sum"]}, "parameter 'normalisations' must be a non-empty list of one of"),
+    ({"k_search": 5}, "k_search must be ≥ k_max"),
 ])
 def test_bad_parameter_stops_with_library_message(params, message):
     with pytest.raises(papermill.PapermillExecutionError) as err:
