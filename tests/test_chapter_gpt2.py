@@ -3,7 +3,7 @@
 import papermill
 import pytest
 
-from ttbook import chapters
+from ttbook import chapters, parameters
 from ttbook.results import glued as _glued
 
 pytestmark = pytest.mark.slow
@@ -22,15 +22,20 @@ def test_smoke_run_trains_then_hits_the_cache(tmp_path):
 
 
 @pytest.mark.parametrize("params,msg", [
-    ({"m_test": 0}, "m_test must be an integer >= 1"),
-    ({"scale": "huge"}, "scale must be one of"),
-    ({"width": 30, "n_head": 4}, "width must be a multiple of n_head"),
-    ({"chain_train": 0}, "chain_train must be an integer >= 1"),
-    ({"lr": 0.0}, "lr must be > 0"),
-    ({"n_train": [4, 0]}, "n_train must be an integer >= 1"),
-    ({"device": "tpu"}, "device must be one of"),
+    ({"m_test": 0}, "parameter 'm_test' must be an int ≥ 1, got 0"),
+    ({"scale": "huge"}, "parameter 'scale' must be one of"),
+    ({"chain_train": 0}, "parameter 'chain_train' must be an int ≥ 1, got 0"),
+    ({"lr": 0.0}, "parameter 'lr' must be a float > 0, got 0.0"),
+    ({"n_train": [4, 0]}, "parameter 'n_train' must be a non-empty list of int ≥ 1"),
+    ({"device": "tpu"}, "parameter 'device' must be one of"),
 ])
-def test_bad_parameter_stops_at_the_top(params, msg):
-    with pytest.raises(papermill.PapermillExecutionError, match=msg) as info:
-        chapters.execute("gpt2", params, smoke=True)
+def test_bad_parameter_is_refused(params, msg):
+    with pytest.raises(ValueError) as err:  # decided before a kernel starts (tests/test_domains.py: and in the chapter)
+        parameters.resolve("gpt2", params, smoke=True)
+    assert msg in str(err.value)
+
+
+def test_a_width_that_is_not_a_multiple_of_the_heads_stops_at_the_top():
+    with pytest.raises(papermill.PapermillExecutionError, match="width must be a multiple of n_head") as info:
+        chapters.execute("gpt2", {"width": 30, "n_head": 4}, smoke=True)
     assert info.value.exec_count <= 4  # imports, parameters, injected parameters, validation

@@ -1,9 +1,8 @@
 """The task-selection chapter runs with its smoke parameters and stops early on a bad parameter."""
 
-import papermill
 import pytest
 
-from ttbook import chapters
+from ttbook import chapters, parameters
 
 
 @pytest.mark.slow
@@ -14,13 +13,14 @@ def test_smoke_run():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("params, message", [
-    ({"k_select": 0}, "k_select must be an integer >= 1"),
+    ({"k_select": 0}, "parameter 'k_select' must be an int ≥ 1, got 0"),
     ({"task_n": [20, 20, 100]}, "one entry per task type"),
-    ({"task_n": [20, 0, 100, 100]}, "n_trains[1] must be an integer >= 1"),
-    ({"solver": "MOSEK"}, "solver must be one of"),
-    ({"missing_counts": [0, 8]}, "missing_counts must be < d"),
+    ({"task_names": ["Easy-Short", "Hard-Short", "Easy-Long", "Medium"]}, "parameter 'task_names' must be a non-empty list of one of"),
+    ({"task_n": [20, 0, 100, 100]}, "parameter 'task_n' must be a non-empty list of int ≥ 1"),
+    ({"solver": "MOSEK"}, "parameter 'solver' must be one of"),
+    ({"missing_counts": [0, 8]}, "every missing_counts must be < d"),
 ])
 def test_bad_parameter_fails_fast(params, message):
-    with pytest.raises(papermill.PapermillExecutionError) as err:
-        chapters.execute("task_selection", params, smoke=True)
+    with pytest.raises(ValueError) as err:  # decided before a kernel starts (tests/test_domains.py: and in the chapter)
+        parameters.resolve("task_selection", params, smoke=True)
     assert message in str(err.value)

@@ -122,3 +122,26 @@ def test_relations_between_knobs_are_refused_before_a_kernel_starts():
     with pytest.raises(ValueError, match="parameter 'rotate' must be a bool"):
         P.resolve("pseudo_newton", {"rotate": "1"})  # an int is not a bool
     assert P.resolve("pseudo_newton", {"k_max": "10", "frontier_k": "[1, 5, 10]"})["frontier_k"] == [1, 5, 10]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", __import__("ttbook.chapters").chapters.chapters())
+def test_a_plain_papermill_run_stops_in_the_cell_after_the_parameters(name, tmp_path):
+    # the chapter enforces its own domains, so papermill without the CLI stops there, before any work
+    import jupytext
+    import papermill
+
+    from ttbook import chapters
+
+    nb = jupytext.read(chapters.chapter_path(name))
+    path = tmp_path / f"{name}.ipynb"
+    jupytext.write(nb, path)
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(str(path), str(tmp_path / "out.ipynb"), parameters={"seed": -1},
+                                   cwd=str(chapters.BOOK), progress_bar=False, kernel_name="python3")
+    assert "parameter 'seed' must be an int ≥ 0, got -1" in str(info.value)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    enforcing = next(i for i, c in enumerate(cells) if "enforce(" in c.source)
+    assert enforcing <= first + 2  # the parameters cell, at most one import cell, then the check
+    assert info.value.exec_count <= enforcing + 2  # + the injected cell

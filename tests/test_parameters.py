@@ -42,7 +42,7 @@ def test_describe_intro_has_d_and_seed():
 
 @pytest.mark.parametrize("default, text, expected", [
     (20, "40", 40), (20, " 7 ", 7), (0.5, "1", 1.0), (0.5, "1e-3", 1e-3), (0.5, "-inf", -math.inf),
-    (True, "false", False), (True, "TRUE", True), (False, "1", True),
+    (True, "false", False), (True, "TRUE", True), (False, "yes", True),
     ("iso", "skewed", "skewed"), ("iso", "'a b'", "a b"), ("iso", "12", "12"),
     ([10, 20], "[1, 2, 3]", [1, 2, 3]), ([0.1, 0.2], "[1, 0.5]", [1.0, 0.5]), ([], "['x']", ["x"]),
     (None, "abc", "abc"), (None, "3", 3),
@@ -54,7 +54,7 @@ def test_parse_accepts_values_of_the_default_type(default, text, expected):
 
 @pytest.mark.parametrize("default, text", [
     (20, "2.5"), (20, "abc"), (20, "True"), (20, "[1]"), (0.5, "x"), (0.5, "true"),
-    (True, "maybe"), ([10, 20], "10"), ([10, 20], "[1, 2.5]"), ("iso", ["a"]),
+    (True, "maybe"), (True, "1"), (False, "0"), ([10, 20], "10"), ([10, 20], "[1, 2.5]"), ("iso", ["a"]),
 ])
 def test_parse_rejects_the_wrong_type(default, text):
     with pytest.raises(ValueError, match=r"parameter 'p' must be an? "):

@@ -57,10 +57,15 @@ def test_surrogate_recovers_exact_match():
 
 
 def test_selector_reuse(problem):
+    """Re-solving a compiled selector with new tasks or a new target gives that problem's optimum."""
     Lams, _, Sigma = problem
     sel = selection.SurrogateSelector(3, D)
     a = sel.solve(Lams, Sigma).weights
-    sel.solve(Lams[::-1], Sigma)
+    assert not np.allclose(a, a[::-1], atol=1e-3)               # reversing the tasks changes the answer
+    np.testing.assert_allclose(sel.solve(Lams[::-1], Sigma).weights, a[::-1], atol=1e-8)
+    other = covariances.power_law(D, 1.2)
+    np.testing.assert_allclose(sel.solve(Lams, other).weights, selection.select_surrogate(Lams, other).weights, atol=1e-8)
+    assert not np.allclose(selection.select_surrogate(Lams, other).weights, a, atol=1e-3)
     np.testing.assert_allclose(sel.solve(Lams, Sigma).weights, a, atol=1e-8)
 
 
@@ -74,6 +79,29 @@ def test_exact_gradient_matches_finite_differences(problem):
         fd = (selection.exact_objective(Lams, ns, p + eps * v, Sigma, 4)
               - selection.exact_objective(Lams, ns, p - eps * v, Sigma, 4)) / (2 * eps)
         assert g @ v == pytest.approx(fd, rel=1e-5)
+
+
+def test_exact_objective_is_the_mixture_cot_error(problem):
+    """The objective select_exact optimises equals mixtures.mixture_cot_error (mixture_map, theory.map_error)."""
+    Lams, ns, Sigma = problem
+    for p in np.random.default_rng(5).dirichlet(np.ones(3), size=4):
+        for k in (1, 4, 9):
+            assert selection.exact_objective(Lams, ns, p, Sigma, k) == pytest.approx(
+                mixtures.mixture_cot_error(Lams, ns, p, Sigma, k), rel=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_exact_optimum_is_stationary_for_the_tested_gradient(problem, k):
+    """First-order optimality on the simplex, measured with exact_gradient: ∂f = 0 on the support
+    (f is constant along rays, so the multiplier of Σπ = 1 is 0) and ∂f >= 0 off it."""
+    Lams, ns, Sigma = problem
+    sel = selection.select_exact(Lams, ns, Sigma, k)
+    g = selection.exact_gradient(Lams, ns, sel.weights, Sigma, k)
+    scale = np.abs(selection.exact_gradient(Lams, ns, np.full(3, 1 / 3), Sigma, k)).max()
+    support = sel.weights > 1e-6
+    assert 0 < support.sum() < 3                               # a face of the simplex: both conditions are tested
+    assert np.abs(g[support]).max() <= 1e-4 * scale
+    assert g[~support].min() >= -1e-6 * scale
 
 
 def test_exact_beats_grid_and_is_deterministic(problem):
@@ -91,21 +119,6 @@ def test_exact_prefers_long_prompts_for_same_covariance():
     Lam = covariances.power_law(D, 0.5)
     sel = selection.select_exact([Lam, Lam], [10, 200], Lam, 3)
     assert sel.weights[1] > 0.99
-
-
-def test_draw_selections_shapes_and_aligned_is_one_draw():
-    Sigma = covariances.power_law(5, 0.5)
-    S, E = selection.draw_selections([0.2, 0.8], [10, 50], Sigma, 3, rotate=False, n_draws=7)
-    assert S.shape == (1, 2) and E.shape == (1, 2)
-    S, E = selection.draw_selections([0.2, 0.8], [10, 50], Sigma, 3, rotate=True, n_draws=3)
-    assert S.shape == (3, 2)
-    np.testing.assert_allclose(S.sum(axis=1), 1.0)
-
-
-def test_paper_order():
-    assert selection.paper_order_holds([0.1, 0.2, 0.3, 0.4], [3, 2, 1, 0])
-    assert not selection.paper_order_holds([0.0, 0.0, 0.0, 1.0], [3, 2, 1, 0])
-    assert selection.paper_order_holds([0.0, 0.0, 0.0, 1.0], [3, 2, 1, 0], strict=False)
 
 
 # ---- validation ----
@@ -159,51 +172,3 @@ def test_exact_objective_is_not_convex():
         if (np.diff(f, 2) < -1e-7 * np.abs(f).max()).any():
             return
     pytest.fail("no non-convex segment found")
-
-
-def test_four_type_experiment_table():
-    names = ["Easy-Short", "Hard-Short", "Easy-Long", "Hard-Long"]
-    t = selection.four_type_experiment(5, names, [0.2, 0.8, 0.2, 0.8], [10, 10, 50, 50], [0.0, 1.0], 3, n_draws=2,
-                                       paper_order=names[::-1])
-    assert len(t) == 8 and set(t.index.get_level_values("setting")) == {"aligned", "rotated"}
-    np.testing.assert_allclose(t[names].sum(axis=1), 1.0, atol=1e-9)
-    np.testing.assert_allclose(t["hard mass"], t["Hard-Short"] + t["Hard-Long"])
-    assert (t.xs("aligned", level="setting")[[f"sd {n}" for n in names]] == 0).all().all()
-    with pytest.raises(ValueError, match="paper_order names"):
-        selection.four_type_experiment(5, names, [0.2, 0.8, 0.2, 0.8], [10, 10, 50, 50], [0.0], 3, n_draws=1,
-                                       paper_order=["Medium"])
-
-
-def test_diversity_sweep_missing_skills_cost_error():
-    out = selection.diversity_sweep(6, [0, 1, 3], covariances.power_law(6, 0.5), 4)
-    assert list(out.index) == [0, 1, 3]
-    assert np.all(out["error without type 0"].to_numpy() >= np.array([0, 1, 3]) - 1e-9)
-    assert np.all(out["optimal error"] <= out[["error without type 0", "error with type 0 only"]].min(axis=1) + 1e-12)
-    with pytest.raises(ValueError, match="missing_counts must be < d"):
-        selection.diversity_sweep(6, [6], np.eye(6), 2)
-
-
-def test_relevance_sweep_drops_misaligned_task():
-    out = selection.relevance_sweep(6, [0.0, np.pi / 2], covariances.power_law(6, 0.8), 4)
-    assert out["surrogate weight"].iloc[0] > 0.99 and out["surrogate weight"].iloc[1] < 0.01
-
-
-def test_hardness_sweep_surrogate_matches_target():
-    S, E = selection.hardness_sweep(6, [0.0, 0.5, 1.0], 50, [0.5], 3)
-    np.testing.assert_allclose(S.loc[0.5].to_numpy(), [0, 1, 0], atol=2e-5)
-    np.testing.assert_allclose(E.sum(axis=1), 1.0)
-
-
-def test_plots_build_figures():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = ["Easy-Short", "Hard-Short", "Easy-Long", "Hard-Long"]
-    t = selection.four_type_experiment(4, names, [0.2, 0.8, 0.2, 0.8], [10, 10, 50, 50], [0.5], 2, n_draws=2)
-    assert len(selection.plot_weights_by_target(t, names, [0.5]).axes) == 2
-    div = selection.diversity_sweep(4, [0, 1], np.eye(4), 2)
-    rel = selection.relevance_sweep(4, [0.0, 1.0], np.eye(4), 2)
-    S, E = selection.hardness_sweep(4, [0.0, 1.0], 20, [0.0], 2)
-    assert len(selection.plot_diverse_relevant_hard(div, rel, S, E).axes) == 3
-    plt.close("all")

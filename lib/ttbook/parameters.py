@@ -305,12 +305,13 @@ def format_value(value) -> str:
 def sample(name, seed: int = 0, *, keep=(), tries: int = 200) -> dict:
     """A valid set of overrides for chapter ``name`` drawn at random from its declared domains.
 
-    Small sizes: each value starts from the smoke value (else the default) and moves within its
-    domain without growing — an int is drawn from [max(lo, ⌈v/2⌉), v], a float from v·[0.5, 1.5],
-    a list keeps a random non-empty subset of its entries, a bool or a choice is drawn, a seed
-    anywhere in [0, 10⁶). Names in ``keep`` (and str parameters) stay as they are. Draws are
-    repeated until every requirement holds (at most ``tries`` times; then ValueError). Seeded:
-    the same ``seed`` gives the same overrides.
+    Small sizes, wide ranges: each value starts from the smoke value (else the default) v and moves
+    within its domain without growing much — an int is drawn log-uniformly from [max(lo, 1), v]
+    (so m < d and two-step chains come up), a float from v·[1/4, 4] log-uniformly, a list keeps a
+    random non-empty subset of its entries, a bool or a choice is drawn, a seed anywhere in
+    [0, 10⁶). Names in ``keep`` (and str parameters) stay as they are. Draws are repeated until
+    every requirement holds (at most ``tries`` times; then ValueError). Seeded: the same ``seed``
+    gives the same overrides.
     """
     import random
 
@@ -328,10 +329,12 @@ def sample(name, seed: int = 0, *, keep=(), tries: int = 200) -> dict:
         lo = dom._bound(dom.lo, values)
         hi = dom._bound(dom.hi, values)
         if dom.base == "int":
-            a = max(math.ceil(v / 2), lo + (1 if dom.lo_open else 0)) if lo is not None else math.ceil(v / 2)
+            a = max(1, lo + (1 if dom.lo_open else 0)) if lo is not None else 1
             b = v if hi is None else min(v, hi - (1 if dom.hi_open else 0))
-            return rng.randint(min(a, b), b) if a <= b else v
-        x = v * rng.uniform(0.5, 1.5) if v else rng.uniform(0.0, 1.0)
+            if a > b:
+                return v
+            return min(b, max(a, int(round(math.exp(rng.uniform(math.log(a), math.log(b + 0.5)))))))
+        x = v * math.exp(rng.uniform(math.log(0.25), math.log(4.0))) if v else rng.uniform(0.0, 1.0)
         if lo is not None:
             x = max(x, lo)
         if hi is not None:

@@ -3,14 +3,12 @@
 Task type ℓ has feature covariance Λ_ℓ (``Lams[l]``) and training prompt length n_ℓ
 (``n_trains[l]``); a training prompt is of type ℓ with probability π_ℓ (``weights[l]``).
 With W at its structure the LSA predicts ŵ = A Ŝ_n w (A = −c V_{w,x}), and the population
-training loss Σ_ℓ π_ℓ E‖(I − A Ŝ_ℓ) w‖² is minimised by ({ref}`sec-task-selection`)
+training loss Σ_ℓ π_ℓ E‖(I − A Ŝ_ℓ) w‖² is minimised by
 
     A = Λ̄ M⁻¹,   Λ̄ = Σ_ℓ π_ℓ Λ_ℓ,   M = Σ_ℓ π_ℓ Γ_ℓ Λ_ℓ,
 
 Γ_ℓ = (1 + 1/n_ℓ) Λ_ℓ + (tr Λ_ℓ / n_ℓ) I. Test-time CoT then iterates ŵ ← ŵ − A Ŝ_m (ŵ − w)
 and, with m → ∞, the downstream error after k model applications is ‖(I − AΣ)^k‖_F².
-
-Used in {ref}`sec-task-selection`.
 """
 
 from __future__ import annotations
@@ -229,19 +227,12 @@ def train_mixture(Lams, n_trains, weights, *, batch: int = 256, lrs=(0.03, 0.01,
     d = validate_tasks(Lams)[0].shape[1]
     torch.manual_seed(seed)
     model = lsa.LSA(d, W=lsa.structured_W(d, c), train_W=False)
-    losses = []
-    for stage, lr in enumerate(lrs):
-        offset = stage * steps_per_lr
-        hist = training.train_lsa(model, sampler, steps_per_lr, lr, start_step=offset, progress=False)
-        losses.append(hist.loss)
-    return model, lsa.applied_map(model, c), np.concatenate(losses)
+    hist = training.train_stages(model, sampler, [(steps_per_lr, lr) for lr in lrs])
+    return model, lsa.applied_map(model, c), hist.loss
 
 
 def population_loss(A, Lams, n_trains, weights) -> float:
-    """E over the mixture of ‖(I − AŜ)w‖² = d − 2 tr(AΛ̄) + tr(A M Aᵀ) (twice the training loss).
-
-    Used in {ref}`sec-task-selection` to check the Wishart-moment derivation by Monte Carlo.
-    """
+    """E over the mixture of ‖(I − AŜ)w‖² = d − 2 tr(AΛ̄) + tr(A M Aᵀ) (twice the training loss)."""
     Lbar, M = mixture_moments(Lams, n_trains, weights)
     A = checks.finite_array(A, "A")
     if A.shape != Lbar.shape:
