@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 RUNS = int(os.environ.get("TTBOOK_RANDOM_RUNS", "1"))
 SEED = int(os.environ.get("TTBOOK_RANDOM_SEED", "20261201"))
 #: knobs a CPU-only test must not draw (a GPU that is not there, a cache it must not share)
-KEEP = {"gpt2": ("device", "scale", "cache", "cache_dir")}
+KEEP = {"gpt2": ("device", "scale", "cache", "cache_dir"),
+        "task_selection": ("task_names", "task_alphas", "task_n")}   # the paper's four types, one entry each
 
 
 def _cases():

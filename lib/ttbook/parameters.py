@@ -306,8 +306,8 @@ def sample(name, seed: int = 0, *, keep=(), tries: int = 200) -> dict:
     """A valid set of overrides for chapter ``name`` drawn at random from its declared domains.
 
     Small sizes, wide ranges: each value starts from the smoke value (else the default) v and moves
-    within its domain without growing much — an int is drawn log-uniformly from [max(lo, 1), v]
-    (so m < d and two-step chains come up), a float from v·[1/4, 4] log-uniformly, a list keeps a
+    within its domain without growing much — an int is drawn log-uniformly from [max(lo, ⌈v/4⌉), v]
+    (so m < d and short chains come up), a float from v·[1/4, 4] log-uniformly, a list keeps a
     random non-empty subset of its entries, a bool or a choice is drawn, a seed anywhere in
     [0, 10⁶). Names in ``keep`` (and str parameters) stay as they are. Draws are repeated until
     every requirement holds (at most ``tries`` times; then ValueError). Seeded: the same ``seed``
@@ -329,7 +329,7 @@ def sample(name, seed: int = 0, *, keep=(), tries: int = 200) -> dict:
         lo = dom._bound(dom.lo, values)
         hi = dom._bound(dom.hi, values)
         if dom.base == "int":
-            a = max(1, lo + (1 if dom.lo_open else 0)) if lo is not None else 1
+            a = max(1, math.ceil(v / 4), lo + (1 if dom.lo_open else 0)) if lo is not None else max(1, math.ceil(v / 4))
             b = v if hi is None else min(v, hi - (1 if dom.hi_open else 0))
             if a > b:
                 return v
