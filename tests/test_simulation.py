@@ -166,3 +166,10 @@ def test_spectral_radius_is_the_largest_contraction_factor():
     P = np.diag([1.0, 0.5])
     S = np.stack([np.diag([1.0, 1.0]), np.diag([3.0, 1.0]), np.diag([0.2, 6.0])])
     np.testing.assert_allclose(simulation.spectral_radius(P, S), [0.5, 2.0, 2.0])
+
+
+def test_squared_errors_compare_in_the_wider_dtype():
+    w = torch.tensor([[1.0 + 1e-9, 0.0]], dtype=torch.float64)
+    w_hat = torch.tensor([[[1.0, 0.0]]], dtype=torch.float32)
+    e = simulation.squared_errors(w_hat, w)
+    assert e.dtype == np.float64 and e[0, 0] == pytest.approx(1e-18, rel=1e-6)  # float32 would give 0

@@ -39,10 +39,13 @@ class Band(NamedTuple):
 def squared_errors(w_hat: torch.Tensor, w: torch.Tensor) -> np.ndarray:
     """‖ŵ − w‖² per prompt (and per step): ``w_hat`` (batch, …, d), ``w`` (batch, d).
 
-    Returns a numpy array of shape (batch, …).
+    Returns a numpy array of shape (batch, …), in the wider of the two dtypes (a float32 model's
+    estimates are compared with float64 task vectors in float64).
     """
     w_hat = torch.as_tensor(w_hat)
-    w = torch.as_tensor(w, dtype=w_hat.dtype)
+    w = torch.as_tensor(w)
+    dtype = torch.promote_types(w_hat.dtype, w.dtype)
+    w_hat, w = w_hat.to(dtype), w.to(dtype)
     if w.ndim != 2 or w_hat.shape[0] != w.shape[0] or w_hat.shape[-1] != w.shape[-1]:
         raise ValueError(f"w_hat must be (batch, ..., d) and w (batch, d) with matching sizes, got "
                          f"{tuple(w_hat.shape)} and {tuple(w.shape)}")
