@@ -100,15 +100,21 @@ def test_run_writes_notebook_and_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_default_output_and_failure_report(tmp_path):
-    out = cli("run", "intro", "--smoke", "-p", "d", "0", cwd=tmp_path)
+def test_run_default_output_and_failure_report(failing_book):
+    out = cli("run", "boom", "--smoke", "-p", "fail_at", "3", cwd=failing_book)
     assert out.returncode == 1
-    assert "FAILED intro" in out.stderr and "d must be an integer >= 1, got 0" in out.stderr
-    reports = list((tmp_path / "runs" / "intro").glob("*.json"))
-    assert len(reports) == 1 and "d=0" in reports[0].name
+    assert "FAILED boom" in out.stderr and "d = 3 fails on purpose" in out.stderr
+    reports = list((failing_book / "runs" / "boom").glob("*.json"))
+    assert len(reports) == 1 and "fail_at=3" in reports[0].name
     report = json.loads(reports[0].read_text())
     assert report["status"] == "failed" and report["error"]["ename"] == "ValueError"
     assert "Traceback" in report["error"]["traceback"] or "ValueError" in report["error"]["traceback"]
+
+
+def test_a_value_outside_its_domain_is_refused_before_a_kernel_starts(tmp_path):
+    out = cli("run", "intro", "--smoke", "-p", "d", "0", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == "python -m ttbook: error: parameter 'd' must be an int ≥ 1, got 0"
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("chapter", __import__("ttbook.chapters").chapters.chapters())

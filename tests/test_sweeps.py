@@ -116,23 +116,23 @@ def _table(path):
 
 
 @pytest.mark.slow
-def test_local_two_point_sweep_with_a_failing_point_then_resume(tmp_path):
-    out = cli("sweep", "intro", "--smoke", "-p", "d", "0,4", "--workers", "2", "--dir", "sw", cwd=tmp_path)
+def test_local_two_point_sweep_with_a_failing_point_then_resume(failing_book):
+    tmp_path = failing_book
+    out = cli("sweep", "boom", "--smoke", "-p", "d", "3,4", "-p", "fail_at", "3", "--workers", "2", "--dir", "sw",
+              cwd=tmp_path)
     assert out.returncode == 1, out.stderr
     df = _table(tmp_path / "sw/results.csv")
-    assert df["d"].tolist() == [0, 4] and df["status"].tolist() == ["failed", "ok"]
-    result_cols = [c for c in df.columns if c not in {"d", "status", "seconds", "error", "run"}
-                   and c not in parameters.resolve("intro", smoke=True)]
-    assert result_cols and df.loc[1, result_cols].notna().all()  # the good run's results survive
-    assert "d must be an integer >= 1" in df.loc[0, "error"] and pd.isna(df.loc[1, "error"])
+    assert df["d"].tolist() == [3, 4] and df["status"].tolist() == ["failed", "ok"]
+    assert df.loc[1, "boom_d"] == 4  # the good run's results survive
+    assert "d = 3 fails on purpose" in df.loc[0, "error"] and pd.isna(df.loc[1, "error"])
     # the failure is reported with its parameters and the chapter's own traceback
-    assert 'FAILED intro with {' in out.stderr and '"d": 0' in out.stderr
-    assert "d must be an integer >= 1, got 0" in out.stderr and "Traceback" in out.stderr
+    assert 'FAILED boom with {' in out.stderr and '"d": 3' in out.stderr
+    assert "d = 3 fails on purpose" in out.stderr and "Traceback" in out.stderr
     assert "d" in out.stdout and "failed" in out.stdout  # the table is printed
-    ok_report = tmp_path / "sw/runs" / df.loc[1, "run"] / "intro.json"
+    ok_report = tmp_path / "sw/runs" / df.loc[1, "run"] / "boom.json"
     mtime = ok_report.stat().st_mtime_ns
     # re-running skips the finished point and retries only the failed one
-    again = cli("sweep", "intro", "--smoke", "-p", "d", "0,4", "--dir", "sw", cwd=tmp_path)
+    again = cli("sweep", "boom", "--smoke", "-p", "d", "3,4", "-p", "fail_at", "3", "--dir", "sw", cwd=tmp_path)
     assert again.returncode == 1
     assert "skipping 1 finished run(s); running 1" in again.stderr
     assert ok_report.stat().st_mtime_ns == mtime
@@ -257,14 +257,17 @@ def test_a_killed_worker_costs_nothing_but_a_retry(tmp_path):
 
 
 @pytest.mark.slow
-def test_negative_values_parse_and_sweeps_in_one_folder_merge(tmp_path):
-    first = cli("sweep", "intro", "--smoke", "-p", "d", "-3,4", "--dir", "sw", cwd=tmp_path)
-    assert first.returncode == 1  # d = -3 is read as a value, reaches the chapter, and fails there
-    second = cli("sweep", "intro", "--smoke", "-p", "seed", "5", "--dir", "sw", cwd=tmp_path)
+def test_negative_values_parse_and_sweeps_in_one_folder_merge(tmp_path, failing_book):
+    refused = cli("sweep", "intro", "--smoke", "-p", "d", "-3,4", "--dir", "sw", cwd=tmp_path)
+    assert refused.returncode == 2  # d = -3 is read as a value, and refused before any run starts
+    assert "parameter 'd' must be an int ≥ 1, got -3" in refused.stderr and not (tmp_path / "sw").exists()
+    first = cli("sweep", "boom", "--smoke", "-p", "d", "2,4", "-p", "fail_at", "2", "--dir", "sw", cwd=failing_book)
+    assert first.returncode == 1
+    second = cli("sweep", "boom", "--smoke", "-p", "seed", "5", "--dir", "sw", cwd=failing_book)
     assert second.returncode == 0, second.stderr
     assert "with 2 row(s) of earlier sweeps" in second.stdout
-    df = _table(tmp_path / "sw/results.csv")
+    df = _table(failing_book / "sw/results.csv")
     assert len(df) == 3 and sorted(df["status"].tolist()) == ["failed", "ok", "ok"]
     failed = df[df["status"] == "failed"].iloc[0]
-    assert failed["d"] == -3 and "d must be an integer >= 1" in failed["error"]
+    assert failed["d"] == 2 and "d = 2 fails on purpose" in failed["error"]
     assert "columns (▢ marks where the page quotes the number):" in second.stdout
