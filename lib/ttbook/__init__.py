@@ -1,7 +1,8 @@
 """ttbook: the machinery that builds and re-runs the book; no mathematics lives here.
 
 - ``chapters``: find the book's chapters and execute one with papermill;
-- ``parameters``: a chapter's parameters cell, read without running it, and checking a user's values;
+- ``parameters``, ``domains``: a chapter's parameters cell, read without running it, the domain each
+  knob declares and the rules between knobs, enforced by the CLI and by the chapter itself;
 - ``results``: the numbers a run glued, with the sentence of the page that quotes each;
 - ``runs``: one recorded run (notebook + JSON report); ``sweeps``: grids of runs, local or on Dask,
   that keep going when a run fails (``sweep_worker``: one run in its own process);

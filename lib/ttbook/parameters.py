@@ -1,15 +1,20 @@
-"""A chapter's parameters: names, defaults, meanings, and checking values a user passes.
+"""A chapter's parameters: names, defaults, meanings, domains, and checking values a user passes.
 
 Every chapter has one code cell tagged ``parameters`` holding plain-literal assignments, each
-with its meaning as a trailing comment::
+with its meaning and, after a bar, its domain (:mod:`ttbook.domains`) as a trailing comment, and
+``# require:`` lines for the rules between knobs::
 
-    d = 20  # dimension of the inputs
+    d = 20  # feature dimension | int ≥ 1
+    # require: all(k <= k_max for k in frontier_k) -> every frontier_k must be ≤ k_max
 
 :func:`describe` reads that cell (without running anything); :func:`parse` turns the text a
-user typed (``-p d 40``) into a value of the default's type; :func:`resolve` checks a whole set
-of overrides, so that an unknown name or a value of the wrong type is rejected *before* a kernel
-starts (papermill alone would silently inject an unknown name). Used by ``python -m ttbook``
-(``params``, ``run`` and ``sweep``).
+user typed (``-p d 40``) into a value of the default's type; :func:`validate` is the one place
+that decides whether a complete set of values is valid; :func:`resolve` checks a set of
+overrides with it, so that an unknown name, a value of the wrong type or outside its domain, or a
+broken rule is rejected *before* a kernel starts (papermill alone would silently inject an unknown
+name); :func:`enforce` is what a chapter calls in the cell after its parameters; :func:`sample`
+draws a random valid set (the random-parameter test). Used by ``python -m ttbook`` (``params``,
+``run`` and ``sweep``) and by every chapter.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 from . import chapters, domains as _domains
 
-__all__ = ["Parameter", "describe", "requirements", "parse", "check", "validate", "enforce", "resolve",
+__all__ = ["Parameter", "describe", "requirements", "parse", "check", "validate", "enforce", "resolve", "sample",
            "split_values", "type_name"]
 
 
