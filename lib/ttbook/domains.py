@@ -36,6 +36,7 @@ from typing import Any
 
 __all__ = ["Domain", "Requirement", "parse_domain", "parse_requirement", "check"]
 
+_OUTSIDE = object()  # what _scalar returns for a value outside the domain
 _SAFE = {"all": all, "any": any, "len": len, "list": list, "tuple": tuple, "zip": zip, "min": min, "max": max, "sorted": sorted, "set": set, "abs": abs,
          "sum": sum, "int": int, "float": float, "round": round, "range": range, "isinstance": isinstance}
 
@@ -73,45 +74,46 @@ class Domain:
                 raise bad()
             out = []
             for v in value:
-                try:
-                    out.append(self._scalar(name, v, values))
-                except ValueError:
-                    raise bad() from None
+                v = self._scalar(v, values)
+                if v is _OUTSIDE:
+                    raise bad()
+                out.append(v)
             return out
-        return self._scalar(name, value, values, bad)
+        value_out = self._scalar(value, values)
+        if value_out is _OUTSIDE:
+            raise bad()
+        return value_out
 
-    def _scalar(self, name, value, values, bad=None):
-        def fail():
-            return (bad or (lambda: ValueError(name)))()
-
+    def _scalar(self, value, values):
+        """The value converted, or ``_OUTSIDE`` when it is not in the domain (the caller words the error)."""
         if self.base == "any":
             return value
         if self.base == "bool":
             if isinstance(value, bool):
                 return value
-            raise fail()
+            return _OUTSIDE
         if self.base == "str":
             if isinstance(value, str):
                 return value
-            raise fail()
+            return _OUTSIDE
         if self.base == "choice":
             if any(type(value) is type(c) and value == c for c in self.choices):
                 return value
-            raise fail()
+            return _OUTSIDE
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail()
+            return _OUTSIDE
         if self.base == "int":
             if not isinstance(value, int):
-                raise fail()
+                return _OUTSIDE
         else:
             value = float(value)
             if not math.isfinite(value):
-                raise fail()
+                return _OUTSIDE
         lo, hi = self._bound(self.lo, values), self._bound(self.hi, values)
         if lo is not None and (value < lo or (self.lo_open and value == lo)):
-            raise fail()
+            return _OUTSIDE
         if hi is not None and (value > hi or (self.hi_open and value == hi)):
-            raise fail()
+            return _OUTSIDE
         return value
 
     @staticmethod

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import checks, prompts
-from .lsa import LSA, blocks
+from .lsa import LSA
 from .progress import bar
 
 __all__ = ["target_column", "lsa_loss", "prompt_sampler", "History", "train_lsa", "train_stages"]
