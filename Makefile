@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
+# One intra-op thread per process (torch, OpenMP, MKL, OpenBLAS): on the 2-core machines two threads
+# per process ran 2.6-6x slower than one, and the book, the tests and the benchmarks run processes side by side.
+THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 .PHONY: book test check-render bench clean help
 
@@ -20,17 +23,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build -W -n --keep-going .
+	$(THREADS) $(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@echo "open _build/html/index.html"
 
 test: $(STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -m "not browser" --durations=15
+	$(THREADS) $(PY) -m pytest -n $(JOBS) -m "not browser" --durations=15
 
 check-render: $(STAMP)
 	$(PY) -m pytest -m browser -p no:xdist
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_core.py
+	$(THREADS) $(PY) benchmarks/bench_core.py
 
 clean:
 	rm -rf _build

@@ -1,6 +1,7 @@
 """``python -m ttbook`` driven as a user would: list, params, run, and the bad-input cases."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -143,3 +144,54 @@ def test_the_book_is_found_from_the_environment_and_bad_roots_are_named(tmp_path
     (tmp_path / "book").mkdir()
     (tmp_path / "_toc.yml").write_text("root: book/intro\n")
     assert chapters.find_root(tmp_path / "book") == tmp_path.resolve()
+
+
+THREADS = '''---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# A chapter that reports its kernel's thread settings
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+seed = 0       # seed | int ≥ 0
+```
+
+```{code-cell} ipython3
+import os
+import torch
+from myst_nb import glue
+
+for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    glue(name, os.environ.get(name, "unset"), display=False)
+glue("torch_threads", torch.get_num_threads(), display=False)
+```
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [None, "2"])
+def test_a_kernel_runs_one_intra_op_thread_unless_the_caller_chose(tmp_path, preset):
+    root = tmp_path / "threadbook"
+    (root / "book").mkdir(parents=True)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/threads\n")
+    (root / "book" / "threads.md").write_text(THREADS)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    if preset is not None:  # torch reads both
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = preset
+    out = subprocess.run([sys.executable, "-m", "ttbook", "run", "threads", "-o", "t.ipynb"], cwd=root,
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    got = json.loads((root / "t.json").read_text())["results"]
+    want = preset or "1"
+    assert got["OMP_NUM_THREADS"] == want and got["MKL_NUM_THREADS"] == want and got["OPENBLAS_NUM_THREADS"] == "1"
+    assert got["torch_threads"] == int(want)  # torch sizes its pool from OMP_NUM_THREADS

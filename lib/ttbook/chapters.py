@@ -15,7 +15,22 @@ from pathlib import Path
 import yaml
 
 __all__ = ["ROOT", "BOOK", "chapter_path", "chapters", "front_matter", "title", "smoke_parameters",
-           "default_parameters", "parameters_cell", "execute"]
+           "default_parameters", "parameters_cell", "execute", "THREAD_VARIABLES", "one_thread_env"]
+
+#: The variables that size the intra-op thread pools of OpenMP, MKL and OpenBLAS (and torch,
+#: which reads ``OMP_NUM_THREADS`` when it starts). A kernel started by :func:`execute` gets each
+#: set to 1 unless the caller's environment already sets it: on the book's 2-core machines two
+#: threads per process ran torch and BLAS 2.6-6x slower than one, and runs go side by side.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def one_thread_env(env=None) -> dict:
+    """A copy of ``env`` (default ``os.environ``) with every :data:`THREAD_VARIABLES` entry that
+    is not already set put to ``"1"``: the environment of a kernel or worker process."""
+    out = dict(os.environ if env is None else env)
+    for name in THREAD_VARIABLES:
+        out.setdefault(name, "1")
+    return out
 
 
 
@@ -135,8 +150,11 @@ def execute(name, parameters: dict | None = None, *, smoke: bool = False, output
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(output) if output is not None else Path(tmp) / f"{path.stem}.ipynb"
-        env_before = os.environ.get("TTSCALE_QUIET")
-        os.environ["TTSCALE_QUIET"] = "1"  # chapters keep progress bars quiet under papermill
+        # the kernel inherits this process's environment: progress bars quiet under papermill,
+        # one intra-op thread (unless the caller chose otherwise)
+        wanted = {**{n: "1" for n in THREAD_VARIABLES if n not in os.environ}, "TTSCALE_QUIET": "1"}
+        before = {n: os.environ.get(n) for n in wanted}
+        os.environ.update(wanted)
         try:
             # the kernel's own log (e.g. "running over TCP without encryption" on a local
             # loopback connection) is not the chapter's output; errors inside cells still surface
@@ -144,8 +162,9 @@ def execute(name, parameters: dict | None = None, *, smoke: bool = False, output
                                 cwd=str(path.parent), progress_bar=progress, log_output=False,
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
         finally:
-            if env_before is None:
-                os.environ.pop("TTSCALE_QUIET", None)
-            else:
-                os.environ["TTSCALE_QUIET"] = env_before
+            for n, value in before.items():
+                if value is None:
+                    os.environ.pop(n, None)
+                else:
+                    os.environ[n] = value
         return nbformat.read(str(out), as_version=4)

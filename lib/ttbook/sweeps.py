@@ -199,6 +199,7 @@ def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, 
                     [sys.executable, "-m", "ttbook.sweep_worker", chapter, json.dumps(p.overrides),
                      str(p.notebook), str(result)],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=chapters.one_thread_env(),  # runs go side by side: one intra-op thread each
                     start_new_session=True)  # the terminal's Ctrl-C reaches only this process
                 running[proc] = (p, result, log)
             for proc in [q for q in running if q.poll() is not None]:
