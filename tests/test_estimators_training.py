@@ -94,3 +94,31 @@ def test_train_stages_is_the_hand_written_schedule():
         training.train_stages(a, sampler, [])
     with pytest.raises(ValueError, match="lr must be > 0"):
         training.train_stages(a, sampler, [(3, 0.0)])
+
+
+@pytest.mark.parametrize("structured", [True, False])
+def test_frozen_W_loss_from_sums_equals_the_embedded_loss(structured):
+    """With W frozen the loss skips the token embedding; loss and V-gradient equal the full f(Z)."""
+    d = 4
+    gen = torch.Generator().manual_seed(3)
+    W = lsa.structured_W(d, 0.7) if structured else torch.randn(2 * d + 2, 2 * d + 2, generator=gen, dtype=torch.float64)
+    V = torch.randn(2 * d + 2, 2 * d + 2, generator=gen, dtype=torch.float64)
+    batch = [prompts.sample(cv.power_law(d, 0.5), 7, 5, seed=1), prompts.sample(cv.identity(d), 3, 2, seed=2)]
+    fast = lsa.LSA(d, V, W, train_W=False)
+    loss = training.lsa_loss(fast, batch)
+    loss.backward()
+    # oracle: the whole output f(Z) = Z + V Z (Zᵀ W Z) / N written out, its last column against (0; 0; w; 1)
+    Vr = V.clone().requires_grad_(True)
+    ref = 0.0
+    for g in batch:
+        Z = prompts.embed(g.X, g.y)
+        out = (Z + Vr @ Z @ (Z.transpose(1, 2) @ W @ Z) / g.X.shape[2])[:, :, -1]
+        target = torch.cat([torch.zeros(g.w.shape[0], d + 1, dtype=torch.float64), g.w,
+                            torch.ones(g.w.shape[0], 1, dtype=torch.float64)], dim=1)
+        ref = ref + 0.5 * ((out - target) ** 2).sum()
+    ref = ref / 7
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    torch.testing.assert_close(fast.V.grad, Vr.grad, rtol=1e-10, atol=1e-12)
+    trainable = lsa.LSA(d, V, W, train_W=True)   # the embedded path, taken when W is trained
+    assert training.lsa_loss(trainable, batch).item() == pytest.approx(ref.item(), rel=1e-12)

@@ -172,3 +172,109 @@ def test_exact_objective_is_not_convex():
         if (np.diff(f, 2) < -1e-7 * np.abs(f).max()).any():
             return
     pytest.fail("no non-convex segment found")
+
+
+# ---- selection over a pool of individual prompts ----
+
+def sample_pool(d, lengths, seed):
+    """Ŝ_i = X_i X_iᵀ / n_i from numpy draws (not ttscale.prompts): one prompt per entry of lengths."""
+    rng = np.random.default_rng(seed)
+    root = np.diag(np.sqrt(covariances.power_law_spectrum(d, 0.6)))
+    out = []
+    for n in lengths:
+        X = root @ rng.standard_normal((d, n))
+        out.append(X @ X.T / n)
+    return np.stack(out)
+
+
+def pool_kkt(S, Sigma, pi):
+    """Gradient of ‖vec(I) − Bπ‖² written out, and the multiplier of Σπ = 1 it implies."""
+    d = S.shape[1]
+    B = np.stack([(np.linalg.solve(Sigma, Si)).ravel() for Si in S], axis=1)
+    g = 2 * B.T @ (B @ pi - np.eye(d).ravel())
+    return g, g @ pi
+
+
+@pytest.mark.parametrize("solver", ["CLARABEL", "OSQP"])
+def test_pool_selection_is_on_the_simplex_and_satisfies_kkt(solver):
+    S = sample_pool(4, [3, 5, 8, 12, 30] * 3, seed=1)
+    Sigma = covariances.power_law(4, 0.9)
+    sel = selection.select_pool(S, Sigma, solver)
+    assert sel.weights.shape == (15,) and sel.weights.min() >= 0
+    assert sel.weights.sum() == pytest.approx(1.0, abs=1e-12)
+    g, lam = pool_kkt(S, Sigma, sel.weights)
+    scale = np.abs(g).max()
+    support = sel.weights > 1e-5
+    assert 0 < support.sum() < 15                               # a face: both conditions are tested
+    assert np.abs(g[support] - lam).max() <= 1e-4 * scale       # stationary on the support
+    assert g[~support].min() >= lam - 1e-6 * scale              # no descent into an unused prompt
+    assert sel.objective == pytest.approx(selection.pool_objective(S, sel.weights, Sigma), rel=1e-12)
+
+
+def test_pool_selection_matches_brute_force_on_tiny_pools():
+    for seed in range(3):
+        S = sample_pool(3, [2, 6, 20], seed=10 + seed)
+        Sigma = covariances.power_law(3, 0.4 + 0.3 * seed)
+        sel = selection.select_pool(S, Sigma)
+        grid = simplex_grid(3, 200)
+        R = np.eye(3) - np.einsum("ij,gjk->gik", np.linalg.inv(Sigma), np.einsum("gi,ijk->gjk", grid, S))
+        vals = (R ** 2).sum(axis=(1, 2))                         # the objective written out, on every grid point
+        assert sel.objective <= vals.min() + 1e-9
+        np.testing.assert_allclose(sel.weights, grid[vals.argmin()], atol=0.011)   # unique optimum, grid spacing 0.005
+
+
+def test_pool_puts_all_mass_on_a_prompt_equal_to_the_target():
+    S = sample_pool(3, [4, 9, 15, 40], seed=2)
+    sel = selection.select_pool(S, S[2])
+    assert sel.weights[2] > 1 - 1e-4 and sel.objective == pytest.approx(0.0, abs=1e-8)
+
+
+def test_pool_exact_objective_and_gradient():
+    S = sample_pool(3, [4, 9, 15, 40], seed=3)
+    Sigma = covariances.power_law(3, 0.7)
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    Sbar = np.einsum("i,ijk->jk", p, S)
+    M = np.einsum("i,ijk,ikl->jl", p, S, S)
+    E = np.eye(3) - Sbar @ np.linalg.inv(M) @ Sigma
+    for k in (1, 4):
+        F = np.linalg.matrix_power(E, k)
+        assert selection.pool_exact_objective(S, p, Sigma, k) == pytest.approx(np.sum(F * F), rel=1e-10)
+    g = selection.pool_exact_gradient(S, p, Sigma, 4)
+    eps = 1e-7
+    for v in (np.array([1.0, -1.0, 0.0, 0.0]), np.array([0.0, 0.5, 0.5, -1.0])):
+        fd = (selection.pool_exact_objective(S, p + eps * v, Sigma, 4)
+              - selection.pool_exact_objective(S, p - eps * v, Sigma, 4)) / (2 * eps)
+        assert g @ v == pytest.approx(fd, rel=1e-5)
+
+
+def test_pool_exact_selection_beats_grid():
+    S = sample_pool(3, [3, 10, 40], seed=4)
+    Sigma = covariances.power_law(3, 0.5)
+    sel = selection.select_pool_exact(S, Sigma, 3)
+    grid = min(selection.pool_exact_objective(S, q, Sigma, 3) for q in simplex_grid(3, 60))
+    assert sel.objective <= grid * (1 + 1e-9)
+    np.testing.assert_array_equal(sel.weights, selection.select_pool_exact(S, Sigma, 3).weights)
+
+
+def test_pool_bad_inputs():
+    S = sample_pool(3, [4, 5], seed=0)
+    bad = S.copy()
+    bad[1] = np.diag([1.0, 1.0, -0.5])
+    with pytest.raises(ValueError, match=r"S\[1\] must be positive semi-definite"):
+        selection.select_pool(bad, np.eye(3))
+    with pytest.raises(ValueError, match="Sigma must be 3 x 3"):
+        selection.select_pool(S, np.eye(4))
+    with pytest.raises(ValueError, match="pool is empty"):
+        selection.select_pool(np.zeros((0, 3, 3)), np.eye(3))
+    with pytest.raises(ValueError, match=r"S must be a stack of square matrices"):
+        selection.select_pool(np.eye(3), np.eye(3))
+    asym = S.copy()
+    asym[0, 0, 1] += 0.1
+    with pytest.raises(ValueError, match=r"S\[0\] must be symmetric"):
+        selection.pool_objective(asym, [0.5, 0.5], np.eye(3))
+    with pytest.raises(ValueError, match="Sigma must be positive definite"):
+        selection.select_pool(S, np.diag([1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        selection.select_pool_exact(S, np.eye(3), 0)
+    with pytest.raises(ValueError, match="must hold 2 prompts of dimension 3"):
+        selection.PoolSelector(2, 3).solve(S[:1], np.eye(3))

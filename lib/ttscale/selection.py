@@ -6,7 +6,10 @@ Two objectives for a downstream task with covariance Σ (``Sigma``):
   cvxpy (:func:`select_surrogate`); it does not depend on the prompt lengths n_ℓ;
 * the exact m → ∞ downstream CoT error ‖(I − A(π)Σ)^k‖_F² of the LSA trained on the mixture,
   A(π) = Λ̄ M⁻¹ (:mod:`ttscale.mixtures`), smooth but not convex, minimised by SLSQP from
-  several starting points with an analytic gradient (:func:`select_exact`).
+  several starting points with an analytic gradient (:func:`select_exact`);
+* the same two read over a *pool of individual prompts*, each with its own sample covariance Ŝ_i
+  in place of Λ_ℓ (:func:`select_pool`, a QP; :func:`select_pool_exact`), where a type's
+  selection probability is the total weight of its prompts.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ __all__ = [
     "exact_objective",
     "exact_gradient",
     "select_exact",
+    "validate_pool",
+    "pool_objective",
+    "PoolSelector",
+    "select_pool",
+    "pool_exact_objective",
+    "pool_exact_gradient",
+    "select_pool_exact",
 ]
 
 #: Deterministic solvers the surrogate QP may use (all ship with cvxpy's default install).
@@ -107,32 +117,66 @@ def select_surrogate(Lams, Sigma, solver: str = "CLARABEL") -> Selection:
     return SurrogateSelector(len(Lams), Lams.shape[1], solver).solve(Lams, Sigma)
 
 
+def _inverse_psd(M):
+    """M⁻¹ for a symmetric PSD matrix by Cholesky; the pseudo-inverse (rcond 1e-12) where M is singular.
+
+    Cholesky is tried first (a quarter of the work of the SVD behind ``pinv``); a factor whose
+    smallest pivot is below 1e-6 of its largest (condition number above 1e12, where ``pinv``
+    would start truncating) counts as singular.
+    """
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+    try:
+        c, low = cho_factor(M, check_finite=False)
+        piv = np.abs(np.diag(c))
+        if piv.min() > 1e-6 * piv.max():
+            return cho_solve((c, low), np.eye(M.shape[0]), check_finite=False)
+    except LinAlgError:
+        pass
+    return np.linalg.pinv(M, rcond=1e-12, hermitian=True)
+
+
 class _ExactProblem:
     """The exact objective and its gradient for fixed tasks, target and k, validated once.
 
     :func:`exact_objective`, :func:`exact_gradient` and :func:`select_exact` all evaluate
     through one instance, so the optimiser uses the same objective and gradient the tests check.
-    Γ_ℓΛ_ℓ is computed once; ``terms`` caches the last point, because SLSQP asks for the value
-    and the gradient at the same π.
+    The map is A(π) = (Σ π_ℓ F_ℓ)(Σ π_ℓ G_ℓ)⁻¹ with first moments F_ℓ and second moments G_ℓ:
+    F_ℓ = Λ_ℓ, G_ℓ = Γ_ℓΛ_ℓ = E Ŝ_ℓ² for task types (computed once here), F_i = Ŝ_i, G_i = Ŝ_i²
+    for a pool of fixed prompts (:meth:`from_moments`). ``terms`` caches the last point, because
+    SLSQP asks for the value and the gradient at the same π, and the gradient reuses its powers.
     """
 
     def __init__(self, Lams, n_trains, Sigma, k: int):
-        self.k = checks.positive_int(k, "k")
-        self.Lams, self.ns = validate_tasks(Lams, n_trains)
-        if self.ns is None:
+        Lams, ns = validate_tasks(Lams, n_trains)
+        if ns is None:
             raise ValueError("n_trains must give one prompt length per task type, got None")
+        GL = np.stack([theory.gamma(Lam, int(n)) @ Lam for Lam, n in zip(Lams, ns)])  # Γ_ℓΛ_ℓ
+        self._setup(Lams, GL, Sigma, k)
+        self.ns = ns
+
+    @classmethod
+    def from_moments(cls, first, second, Sigma, k: int):
+        """The problem for given first and second moments (already validated), e.g. a pool of prompts."""
+        self = cls.__new__(cls)
+        self._setup(first, second, Sigma, k)
+        self.ns = None
+        return self
+
+    def _setup(self, first, second, Sigma, k):
+        self.k = checks.positive_int(k, "k")
+        self.Lams, self.GL = first, (second + np.swapaxes(second, 1, 2)) / 2
         self.d = self.Lams.shape[1]
         self.Sigma = checks.covariance(Sigma, "Sigma", d=self.d)
-        self.GL = np.stack([theory.gamma(Lam, int(n)) @ Lam for Lam, n in zip(self.Lams, self.ns)])  # Γ_ℓΛ_ℓ
         self._last = None
 
     def terms(self, pi):
-        """A = Λ̄M⁺, M⁺ and the powers E^j (j = 0…k) of E = I − AΣ at the probability vector π."""
+        """A = Λ̄M⁻¹, M⁻¹ and the powers E^j (j = 0…k) of E = I − AΣ at the probability vector π."""
         if self._last is not None and np.array_equal(self._last[0], pi):
             return self._last[1]
         Lbar = np.einsum("l,lij->ij", pi, self.Lams)
         M = np.einsum("l,lij->ij", pi, self.GL)
-        Minv = np.linalg.pinv((M + M.T) / 2, rcond=1e-12, hermitian=True)
+        Minv = _inverse_psd((M + M.T) / 2)
         A = Lbar @ Minv
         I = np.eye(self.d)
         E = I - A @ self.Sigma
@@ -148,12 +192,16 @@ class _ExactProblem:
         return float(np.sum(F * F))
 
     def gradient(self, pi) -> np.ndarray:
-        """∂/∂π_ℓ of :meth:`objective`: −2⟨HΣ, ∂A/∂π_ℓ⟩ with ∂A/∂π_ℓ = (Λ_ℓ − AΓ_ℓΛ_ℓ)M⁻¹."""
+        """∂/∂π_ℓ of :meth:`objective`: −2⟨HΣ, ∂A/∂π_ℓ⟩ with ∂A/∂π_ℓ = (F_ℓ − A G_ℓ)M⁻¹.
+
+        Vectorised over ℓ: with K = HΣM⁻¹ (M⁻¹ symmetric), ∂_ℓ = −2(⟨K, F_ℓ⟩ − ⟨AᵀK, G_ℓ⟩).
+        """
         A, Minv, powers = self.terms(pi)
         k = self.k
         F = powers[k]
         HS = sum(powers[j].T @ F @ powers[k - 1 - j].T for j in range(k)) @ self.Sigma  # ⟨H, dA Σ⟩ = ⟨HΣ, dA⟩
-        return np.array([-2.0 * np.sum(HS * ((self.Lams[l] - A @ self.GL[l]) @ Minv)) for l in range(len(self.Lams))])
+        K = HS @ Minv
+        return -2.0 * (np.einsum("ij,lij->l", K, self.Lams) - np.einsum("ij,lij->l", A.T @ K, self.GL))
 
 
 def exact_objective(Lams, n_trains, weights, Sigma, k: int) -> float:
@@ -185,22 +233,10 @@ def _starts(n_types: int, n_random: int, seed: int) -> np.ndarray:
     return np.vstack([uniform[None, :], vertices, rng.dirichlet(np.ones(L), size=n_random)])
 
 
-def select_exact(Lams, n_trains, Sigma, k: int, *, n_random_starts: int = 4, seed: int = 0,
-                 tol: float = 1e-10, max_iter: int = 500) -> Selection:
-    """Minimise the exact downstream CoT error ‖(I − A(π)Σ)^k‖_F² over the simplex.
-
-    scipy's SLSQP (bounds 0 <= π_ℓ <= 1, equality Σ π_ℓ = 1, the analytic gradient of
-    :func:`exact_gradient`) from 1 + L + ``n_random_starts`` deterministic starting points
-    (uniform, near each vertex, seeded Dirichlet draws); the best local optimum wins, and every
-    vertex itself is also evaluated so a corner optimum is never missed. SLSQP works on log f,
-    whose scale does not change by orders of magnitude between targets, at q = p / Σp (p clipped
-    at 0), because its iterates need not lie exactly on the simplex. Deterministic.
-    """
+def _minimise(problem: _ExactProblem, starts, tol: float, max_iter: int):
+    """SLSQP on log f from each start, every vertex evaluated too; the best point and its value."""
     from scipy.optimize import minimize
 
-    problem = _ExactProblem(Lams, n_trains, Sigma, k)
-    n_random_starts = checks.nonnegative_int(n_random_starts, "n_random_starts")
-    seed = checks.seed(seed)
     L = len(problem.Lams)
 
     def on_simplex(p):
@@ -219,11 +255,11 @@ def select_exact(Lams, n_trains, Sigma, k: int, *, n_random_starts: int = 4, see
 
     best_p = None
     best_f = np.inf
-    for e in np.eye(L):  # the vertices (single task types)
+    for e in np.eye(L):  # the vertices (single task types, or single prompts)
         fe = f(e)
         if fe < best_f:
             best_p, best_f = e, fe
-    for x0 in _starts(L, n_random_starts, seed):
+    for x0 in starts:
         res = minimize(log_f_and_gradient, x0, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * L,
                        constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1.0, "jac": lambda p: np.ones_like(p)}],
                        options={"ftol": tol, "maxiter": max_iter})
@@ -231,5 +267,166 @@ def select_exact(Lams, n_trains, Sigma, k: int, *, n_random_starts: int = 4, see
         fp = f(p)
         if fp < best_f * (1 - 1e-12):  # relative: errors can be far below 1 (long chains on easy targets)
             best_p, best_f = p, fp
+    return best_p, float(best_f)
+
+
+def select_exact(Lams, n_trains, Sigma, k: int, *, n_random_starts: int = 4, seed: int = 0,
+                 tol: float = 1e-10, max_iter: int = 500) -> Selection:
+    """Minimise the exact downstream CoT error ‖(I − A(π)Σ)^k‖_F² over the simplex.
+
+    scipy's SLSQP (bounds 0 <= π_ℓ <= 1, equality Σ π_ℓ = 1, the analytic gradient of
+    :func:`exact_gradient`) from 1 + L + ``n_random_starts`` deterministic starting points
+    (uniform, near each vertex, seeded Dirichlet draws); the best local optimum wins, and every
+    vertex itself is also evaluated so a corner optimum is never missed. SLSQP works on log f,
+    whose scale does not change by orders of magnitude between targets, at q = p / Σp (p clipped
+    at 0), because its iterates need not lie exactly on the simplex. Deterministic.
+    """
+    problem = _ExactProblem(Lams, n_trains, Sigma, k)
+    n_random_starts = checks.nonnegative_int(n_random_starts, "n_random_starts")
+    seed = checks.seed(seed)
+    L = len(problem.Lams)
+    best_p, best_f = _minimise(problem, _starts(L, n_random_starts, seed), tol, max_iter)
     pi = validate_weights(best_p, L, "exact weights")
-    return Selection(pi, float(best_f), "scipy/SLSQP")
+    return Selection(pi, best_f, "scipy/SLSQP")
+
+
+# ---- selection over a pool of individual prompts ----
+
+def validate_pool(S) -> np.ndarray:
+    """Check a pool of per-prompt sample covariances: a stack (N, d, d), N >= 1, each symmetric PSD, non-zero.
+
+    Returns the stack as float64 (symmetrised). Raises ``ValueError`` naming ``S`` (or the
+    offending ``S[i]``) and the rule.
+    """
+    S = checks.finite_array(S, "S")
+    if S.ndim != 3 or S.shape[1] != S.shape[2] or S.shape[1] == 0:
+        raise ValueError(f"S must be a stack of square matrices, shape (N, d, d), got shape {S.shape}")
+    if S.shape[0] == 0:
+        raise ValueError("S must hold at least one prompt's sample covariance (the pool is empty)")
+    checks.size(S.size * S.shape[1], "S", "the pool's d² x N design matrix")
+    scale = np.maximum(np.abs(S).max(axis=(1, 2)), np.finfo(float).tiny)
+    asym = np.abs(S - np.swapaxes(S, 1, 2)).max(axis=(1, 2))
+    if np.any(asym > checks.SYM_RTOL * scale):
+        i = int(np.argmax(asym > checks.SYM_RTOL * scale))
+        raise ValueError(f"S[{i}] must be symmetric (max |S[{i}] - S[{i}]^T| = {asym[i]:.3g})")
+    S = (S + np.swapaxes(S, 1, 2)) / 2
+    lam_min = np.linalg.eigvalsh(S)[:, 0]
+    bad = lam_min < -checks.PSD_RTOL * scale
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"S[{i}] must be positive semi-definite (a sample covariance), but its smallest eigenvalue is {lam_min[i]:.3g}")
+    zero = np.trace(S, axis1=1, axis2=2) <= 0
+    if zero.any():
+        raise ValueError(f"S[{int(np.argmax(zero))}] must be non-zero (its trace is 0)")
+    return S
+
+
+def pool_objective(S, weights, Sigma) -> float:
+    """The pool reading of the surrogate, ‖I − Σ⁻¹ Σ_i π_i Ŝ_i‖_F² (one weight per prompt)."""
+    S = validate_pool(S)
+    pi = validate_weights(weights, len(S))
+    d = S.shape[1]
+    _, Si = _sigma_inverse(Sigma, d)
+    R = np.eye(d) - Si @ np.einsum("i,ijk->jk", pi, S)
+    return float(np.sum(R * R))
+
+
+class PoolSelector:
+    """The pool QP min_π ‖I − Σ⁻¹ Σ_i π_i Ŝ_i‖_F² over the simplex for N prompts in dimension d, compiled once.
+
+    With B = [vec(Σ⁻¹Ŝ_1) … vec(Σ⁻¹Ŝ_N)] = QR (thin QR, R of r = min(d², N) rows) the objective is
+    ‖Qᵀvec(I) − Rπ‖² plus a constant, so the cvxpy problem carries an r x N parameter instead of
+    d² x N (a quarter of the rows at d = 20 and N = 100) and a new pool or target only updates
+    numbers (DPP). ``solver`` is one of :data:`SOLVERS`.
+    """
+
+    def __init__(self, n_prompts: int, d: int, solver: str = "CLARABEL"):
+        import cvxpy as cp
+
+        self.n_prompts = checks.positive_int(n_prompts, "n_prompts")
+        self.d = checks.positive_int(d, "d")
+        self.solver = checks.one_of(solver, SOLVERS, "solver")
+        checks.size(self.d * self.d * self.n_prompts, "n_prompts", "the pool's d² x N design matrix")
+        r = min(self.d * self.d, self.n_prompts)
+        self._R = cp.Parameter((r, self.n_prompts))
+        self._b = cp.Parameter(r)
+        self._pi = cp.Variable(self.n_prompts)
+        self._problem = cp.Problem(cp.Minimize(cp.sum_squares(self._b - self._R @ self._pi)),
+                                   [self._pi >= 0, cp.sum(self._pi) == 1])
+
+    def solve(self, S, Sigma) -> Selection:
+        """The pool-optimal weights (one per prompt) for this pool and this target."""
+        import cvxpy as cp
+
+        S = validate_pool(S)
+        if S.shape[0] != self.n_prompts or S.shape[1] != self.d:
+            raise ValueError(f"S must hold {self.n_prompts} prompts of dimension {self.d}, got {S.shape[0]} of {S.shape[1]}")
+        _, Si = _sigma_inverse(Sigma, self.d)
+        B = np.einsum("ij,njk->ikn", Si, S).reshape(self.d * self.d, self.n_prompts)
+        Q, R = np.linalg.qr(B)
+        self._R.value = R
+        self._b.value = Q.T @ np.eye(self.d).ravel()
+        kwargs = {
+            "CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12},
+            "OSQP": {"eps_abs": 1e-10, "eps_rel": 1e-10, "max_iter": 400_000},
+            "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
+        }[self.solver]
+        self._problem.solve(solver=getattr(cp, self.solver), **kwargs)
+        if self._problem.status not in ("optimal", "optimal_inaccurate") or self._pi.value is None:
+            raise RuntimeError(f"the pool QP did not solve ({self.solver}: {self._problem.status})")
+        pi = np.clip(np.asarray(self._pi.value, dtype=np.float64), 0.0, None)
+        pi = validate_weights(pi / pi.sum(), self.n_prompts, "pool weights")
+        return Selection(pi, pool_objective(S, pi, Sigma), f"cvxpy/{self.solver}")
+
+
+def select_pool(S, Sigma, solver: str = "CLARABEL") -> Selection:
+    """Selection over a pool of individual prompts: min_π ‖I − Σ⁻¹ Σ_i π_i Ŝ_i‖_F² over the simplex.
+
+    ``S`` is a stack (N, d, d) of per-prompt sample covariances Ŝ_i = X_i X_iᵀ / n_i, ``Sigma``
+    the target. A convex QP, solved with cvxpy (:class:`PoolSelector`); returns one weight per
+    prompt (a type's selection probability is the total weight of its prompts). Raises
+    ``ValueError`` for an empty pool, a non-PSD Ŝ_i, mismatched d or a singular Σ.
+    """
+    S = validate_pool(S)
+    return PoolSelector(S.shape[0], S.shape[1], solver).solve(S, Sigma)
+
+
+def _pool_problem(S, Sigma, k) -> _ExactProblem:
+    S = validate_pool(S)
+    return _ExactProblem.from_moments(S, S @ S, Sigma, k)
+
+
+def pool_exact_objective(S, weights, Sigma, k: int) -> float:
+    """‖(I − A(π)Σ)^k‖_F² with A(π) = (Σ π_i Ŝ_i)(Σ π_i Ŝ_i²)⁺: the LSA trained on the pool.
+
+    Training on the pool (prompt i drawn with probability π_i, its features fixed, w fresh) has
+    population loss Σ π_i ‖I − AŜ_i‖_F², minimised by that A (the mixture theorem with Λ_ℓ → Ŝ_i
+    and E Ŝ_ℓ² → Ŝ_i²); the error is that of its chain on long test prompts.
+    """
+    problem = _pool_problem(S, Sigma, k)
+    return problem.objective(validate_weights(weights, len(problem.Lams)))
+
+
+def pool_exact_gradient(S, weights, Sigma, k: int) -> np.ndarray:
+    """∂/∂π_i of :func:`pool_exact_objective` (where Σ π_i Ŝ_i is invertible)."""
+    problem = _pool_problem(S, Sigma, k)
+    return problem.gradient(validate_weights(weights, len(problem.Lams)))
+
+
+def select_pool_exact(S, Sigma, k: int, *, n_random_starts: int = 2, seed: int = 0,
+                      tol: float = 1e-10, max_iter: int = 500) -> Selection:
+    """Minimise :func:`pool_exact_objective` over the simplex: the exact counterpart of :func:`select_pool`.
+
+    SLSQP as in :func:`select_exact`, from the uniform weights and ``n_random_starts`` seeded
+    Dirichlet draws (not from near each of the N vertices: N is a pool's size), with every vertex
+    (single prompt) evaluated too. Deterministic.
+    """
+    problem = _pool_problem(S, Sigma, k)
+    n_random_starts = checks.nonnegative_int(n_random_starts, "n_random_starts")
+    seed = checks.seed(seed)
+    N = len(problem.Lams)
+    rng = np.random.default_rng([seed, 13])
+    starts = np.vstack([np.full((1, N), 1.0 / N), rng.dirichlet(np.ones(N), size=n_random_starts)])
+    best_p, best_f = _minimise(problem, starts, tol, max_iter)
+    pi = validate_weights(best_p, N, "pool exact weights")
+    return Selection(pi, best_f, "scipy/SLSQP")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import checks, prompts
-from .lsa import LSA
+from .lsa import LSA, blocks
 from .progress import bar
 
 __all__ = ["target_column", "lsa_loss", "prompt_sampler", "History", "train_lsa", "train_stages"]
@@ -33,14 +33,53 @@ def _groups(batch) -> list:
     return [batch] if isinstance(batch, prompts.Prompts) else list(batch)
 
 
+def _last_column_embedded(model: LSA, g) -> torch.Tensor:
+    """f(Z)[:, −1] through the token embedding (any W, trainable or not)."""
+    Z = prompts.embed(g.X.to(model.V.dtype), g.y.to(model.V.dtype))
+    return model(Z, g.X.shape[2], last_only=True)
+
+
+def _last_column_from_sums(model: LSA, g) -> torch.Tensor:
+    """f(Z)[:, −1] at ŵ_0 = 0 without building Z: the same numbers up to rounding.
+
+    The query token is e_1 (the constant-1 row), so the scores Zᵀ W z_T read only W's last
+    column (a; b; ·; q): example t scores s_t = ⟨a, x_t⟩ + b y_t and the query q. Then
+    Z (Zᵀ W z_T) = (X s; yᵀ s; 0; q), i.e. per prompt X Xᵀ a + b X y, (X y)ᵀ a + b yᵀy and q: with
+    the structured W (a = 0) only the per-prompt sums X y and yᵀy enter.
+    """
+    V, W = model.V, model.W
+    dt = V.dtype
+    X, y = g.X.to(dt), g.y.to(dt)
+    bl = blocks(model.d)
+    col = W[:, bl.one]
+    a, b, q = col[bl.x], col[bl.y], col[bl.one]
+    Xy = torch.einsum("bdn,bn->bd", X, y)
+    yy = (y * y).sum(dim=1)
+    mixed_x, mixed_y = b * Xy, b * yy
+    if bool(a.any()):  # a general W: the X Xᵀ a and (X y)ᵀ a terms, still O(d n) per prompt
+        Xa = torch.einsum("bdn,d->bn", X, a)
+        mixed_x = mixed_x + torch.einsum("bdn,bn->bd", X, Xa)
+        mixed_y = mixed_y + Xy @ a
+    out = (mixed_x @ V[:, bl.x].T + mixed_y[:, None] * V[:, bl.y] + q * V[:, bl.one]) / X.shape[2]
+    z_T = torch.zeros(V.shape[0], dtype=dt)
+    z_T[bl.one] = 1.0
+    return z_T + out  # the residual connection adds the query token itself
+
+
 def lsa_loss(model: LSA, batch) -> torch.Tensor:
-    """½ mean over prompts of ‖f(Z)[:, −1] − (0; 0; w; 1)‖² (ŵ_0 = 0, N = prompt length)."""
+    """½ mean over prompts of ‖f(Z)[:, −1] − (0; 0; w; 1)‖² (ŵ_0 = 0, N = prompt length).
+
+    With W frozen (``model.W.requires_grad`` false, as in the paper's training) the last column
+    is computed from per-prompt sums of X y and yᵀy without embedding the tokens
+    (:func:`_last_column_from_sums`; equal to the embedded computation up to rounding, tested);
+    with W trainable, through the embedding.
+    """
     groups = _groups(batch)
     total = sum(g.X.shape[0] for g in groups)
+    last_column = _last_column_embedded if model.W.requires_grad else _last_column_from_sums
     loss = 0.0
     for g in groups:  # one group per prompt length; each group is a vectorised batch
-        Z = prompts.embed(g.X.to(model.V.dtype), g.y.to(model.V.dtype))
-        out = model(Z, g.X.shape[2], last_only=True)
+        out = last_column(model, g)
         loss = loss + 0.5 * ((out - target_column(g.w.to(model.V.dtype))) ** 2).sum()
     return loss / total
 
