@@ -4,7 +4,8 @@ The book promises that a page is right about its own numbers whatever the parame
 each chapter with a set of overrides drawn by :func:`ttbook.parameters.sample` (seeded; small sizes)
 and checks that the run completes (so every assertion of the chapter held), and that no glued
 number is NaN or infinite unless the chapter's front matter lists it under ``nonfinite:`` with the
-reason the page gives. ``TTBOOK_RANDOM_RUNS=N`` draws N sets per chapter instead of one, and
+reason the page gives, and that every key the page quotes was glued in this run (a key glued only
+under some parameters leaves a hole in the rendered page). ``TTBOOK_RANDOM_RUNS=N`` draws N sets per chapter instead of one, and
 ``TTBOOK_RANDOM_SEED`` moves the draws.
 """
 
@@ -14,7 +15,7 @@ import os
 import pytest
 
 from ttbook import chapters, parameters
-from ttbook.results import glued
+from ttbook.results import glued, glued_names, quoted_keys
 
 pytestmark = pytest.mark.slow
 
@@ -39,3 +40,5 @@ def test_chapter_holds_under_random_parameters(name, seed, tmp_path):
     bad = {k: v for k, v in glued(nb).items()
            if isinstance(v, float) and not math.isfinite(v) and k not in allowed}
     assert not bad, f"{name} with {overrides}: non-finite glued numbers without an explanation: {bad}"
+    missing = quoted_keys(chapters.chapter_path(name)) - glued_names(nb)
+    assert not missing, f"{name} with {overrides}: the page quotes keys this run never glued: {sorted(missing)}"

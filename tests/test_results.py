@@ -54,3 +54,14 @@ def test_meanings_are_the_sentences_that_quote_each_number(tmp_path):
     assert m["c_err"] == "The error is ▢ at k = …."
     assert m["c_k"] == "The error is … at k = ▢."
     assert "c_code" not in m and "c_hidden" not in m  # code is not prose
+
+
+def test_glued_names_include_figures_and_text():
+    assert results.glued_names(_nb()) == {"ch_err", "ch_n", "ch_name", "ch_flag", "ch_np", "ch_df", "ch_fig"}
+
+
+def test_quoted_keys_reads_prose_and_directives_but_not_code(tmp_path):
+    page = tmp_path / "c.md"
+    page.write_text("# T\n\nSee {glue:text}`c_a:.2f` and {glue}`c_b`.\n\n```{note}\nInside {glue:text}`c_note`.\n```\n\n"
+                    "```{code-cell} ipython3\nprint('{glue:text}`c_code`')\n```\n")
+    assert results.quoted_keys(page) == {"c_a", "c_b", "c_note"}

@@ -66,6 +66,29 @@ _GLUE_REF = re.compile(r"\{glue(?::text)?\}`([A-Za-z0-9_]+)(?::[^`]*)?`")
 _ROLE = re.compile(r"\{[a-z:-]+\}`([^`]*)`")
 
 
+def glued_names(nb) -> set:
+    """Names of everything glued in an executed notebook: scalars, text and figures alike."""
+    names = set()
+    for cell in nb["cells"]:
+        if cell.get("cell_type") != "code":
+            continue
+        for output in cell.get("outputs", []):
+            scrap = (output.get("metadata") or {}).get("scrapbook")
+            if scrap and "name" in scrap:
+                names.add(scrap["name"])
+    return names
+
+
+def quoted_keys(path) -> set:
+    """Glue keys the chapter at ``path`` quotes anywhere outside its code cells ({glue:text}`key`,
+    {glue}`key`), including inside notes and other directives: the page needs each of them glued."""
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    text = re.sub(r"```\{code-cell\}.*?```", " ", text, flags=re.S)
+    return set(_GLUE_REF.findall(text))
+
+
 def meanings(path) -> dict:
     """Key -> a one-line meaning of each number the chapter at ``path`` quotes in its prose.
 
