@@ -39,7 +39,7 @@ def test_smoke_run_reproduces_the_reference_values():
 @pytest.mark.parametrize("params, message", [
     ({"m_test": 0}, "parameter 'm_test' must be an int ≥ 1, got 0"),
     ({"r": 20}, "r (missing skills) must be < d (got r = 20, d = 20)"),
-    ({"normalisations": ["sum"]}, "parameter 'normalisations' must be a non-empty list of one of"),
+    ({"n_train_missing": []}, "parameter 'n_train_missing' must be a non-empty list"),
     ({"k_search": 5}, "k_search must be ≥ k_max"),
 ])
 def test_bad_parameter_stops_with_library_message(params, message):
