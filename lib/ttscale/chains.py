@@ -1,0 +1,412 @@
+"""Chains trained for k steps: the k-step-optimal preconditioner, chain-trained, stacked and looped
+LSAs, and iterative Newton (Newton–Schulz) as a baseline ({ref}`sec-long-chains`).
+
+Direct training makes the LSA apply ŵ ← ŵ − Γ⁻¹ Ŝ (ŵ − w), with Γ⁻¹ the minimiser of the
+*one-step* error E‖I − P Ŝ_n‖_F². Training that sees the chain minimises a k-step error instead:
+
+- the k-step-optimal preconditioner P_k* = argmin_P E‖(I − P Ŝ_n)^k‖_F² over training prompts of
+  length n. For Λ = I the objective restricted to P = p I is a convex function of p whose value is
+  a finite sum of the exact Wishart moments E tr W^j (:func:`isotropic_power_traces`,
+  :func:`optimal_isotropic_step`); for any Λ it is minimised over a fixed sample of training
+  prompts (:func:`k_step_preconditioner`, sample-average approximation);
+- the richer families an LSA with free W can realise: a shrunk target, ŵ ← ŵ − p(Ŝŵ − s Ŝw)
+  (``shrink=True``), and L stacked layers, whose error is ‖q(Ŝ)‖_F² for a polynomial q of degree L
+  with q(0) = 1; :func:`optimal_polynomial` finds the best one exactly;
+- differentiable chains for training: :func:`chain_outputs` (the token-appending chain of
+  :func:`ttscale.lsa.rollout`, with gradients), :class:`StackedLSA` (L layers or one weight-tied
+  layer applied L times, no tokens appended), their losses and a staged-Adam loop;
+- iterative Newton on the prompt's own Ŝ_m (:func:`newton_schulz`), M ← 2M − M Ŝ M, whose
+  residual I − MŜ squares at every step.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from math import comb
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from torch import nn
+
+from . import checks, lsa, prompts, theory, wishart
+
+__all__ = ["isotropic_power_traces", "isotropic_chain_error", "optimal_isotropic_step", "optimal_polynomial",
+           "k_step_preconditioner", "chain_outputs", "chain_loss", "StackedLSA", "stacked_loss", "train_chain",
+           "newton_schulz", "residual_errors"]
+
+
+# --------------------------------------------------------------------------- exact isotropic theory
+
+
+def _moments(d, n, j_max):
+    d = checks.positive_int(d, "d")
+    n = checks.positive_int(n, "n_train")
+    j_max = checks.nonnegative_int(j_max, "j_max")
+    if j_max > wishart.MAX_DEGREE:
+        raise ValueError(f"the chain is too long for the exact moments: it needs E tr W^j up to j = {j_max}, "
+                         f"at most {wishart.MAX_DEGREE}")
+    return d, n, wishart.trace_moments(d, n, j_max)
+
+
+def _traces(d, n, p, j_max, M, js=None) -> dict:
+    """{j: E tr (I − pŜ)^j} as exact Fractions, for j in ``js`` (default 0 … j_max).
+
+    With p = a/b, t_j = Σ_i C(j, i) (−a)^i (bn)^{j−i} M_i / (bn)^j: integer sums, one
+    reduction per j (Fraction arithmetic term by term would be much slower).
+    """
+    p = Fraction(p)
+    a, b = p.numerator, p.denominator
+    bn = b * n
+    out = {}
+    for j in (range(j_max + 1) if js is None else sorted(set(js))):
+        num = sum(comb(j, i) * (-a) ** i * bn ** (j - i) * M[i] for i in range(j + 1))
+        out[j] = Fraction(num, bn ** j)
+    return out
+
+
+def isotropic_power_traces(d: int, n_train: int, p: float, j_max: int) -> np.ndarray:
+    """[E tr (I − p Ŝ_n)^j for j = 0 … j_max], exactly, Ŝ_n = X Xᵀ/n with X a d × n standard Gaussian.
+
+    Each is Σ_i C(j, i) (−p/n)^i E tr W^i with the exact integer moments of
+    :func:`ttscale.wishart.trace_moments`, summed in rational arithmetic (the alternating sum
+    cancels catastrophically in floating point) and rounded once.
+    """
+    d, n, M = _moments(d, n_train, j_max)
+    p = checks.finite_real(p, "p")
+    t = _traces(d, n, p, int(j_max), M)
+    return np.array([float(t[j]) for j in range(int(j_max) + 1)])
+
+
+def _needed(k, every_step):
+    steps = range(1, k + 1) if every_step else (k,)
+    return [i for i in steps] + [2 * i for i in steps]
+
+
+def _chain_value(t, d, k, s, every_step):
+    steps = range(1, k + 1) if every_step else (k,)
+    return sum((1 - s) ** 2 * d + 2 * s * (1 - s) * t[i] + s * s * t[2 * i] for i in steps)
+
+
+def _best_s(t, d, k, every_step):
+    steps = range(1, k + 1) if every_step else (k,)
+    A = Fraction(d * len(steps))
+    B = sum(t[i] for i in steps)
+    C = sum(t[2 * i] for i in steps)
+    den = A - 2 * B + C  # = E Σ ‖I − (I − pŜ)^i‖_F² ≥ 0
+    return Fraction(1) if den == 0 else (A - B) / den
+
+
+def isotropic_chain_error(d: int, n_train: int, p: float, k: int, s: float = 1.0, *, every_step: bool = False) -> float:
+    """Exact error of the chain ŵ ← ŵ − p(Ŝ_n ŵ − s Ŝ_n w), ŵ_0 = 0, after k steps (Λ = I, prompts of length n).
+
+    The error is ŵ_k − w = −[(1 − s) I + s (I − pŜ)^k] w, so with t_j = E tr (I − pŜ)^j
+    (:func:`isotropic_power_traces`) it is (1 − s)² d + 2s(1 − s) t_k + s² t_{2k}; s = 1 is the
+    book's chain with P = p I. ``every_step=True`` sums the errors of steps 1 … k (the loss on
+    every step).
+    """
+    k = checks.positive_int(k, "k")
+    s = checks.finite_real(s, "s")
+    if not isinstance(every_step, (bool, np.bool_)):
+        raise ValueError(f"every_step must be True or False, got {every_step!r}")
+    d, n, M = _moments(d, n_train, 2 * k)
+    t = _traces(d, n, checks.finite_real(p, "p"), 2 * k, M, _needed(k, every_step))
+    return float(_chain_value(t, d, k, Fraction(s), every_step))
+
+
+def optimal_isotropic_step(d: int, n_train: int, k: int, *, shrink: bool = False, every_step: bool = False):
+    """The k-step-optimal scalar preconditioner for Λ = I: (p*, s*, error), exactly.
+
+    Minimises :func:`isotropic_chain_error` over p (and over s with ``shrink=True``; otherwise
+    s = 1). With s = 1 the objective E Σ tr (I − pŜ)^{2i} is convex in p, so a bounded Brent search
+    on [0, 2] finds its minimum; with ``shrink`` the best s for each p is the closed form
+    s = (A − B)/(A − 2B + C) of a quadratic, and the profile over p is searched on a grid, then
+    refined. By rotation invariance of Ŝ_n the optimum over all matrices P is p* I whenever it is
+    unique (the chapter checks this against :func:`k_step_preconditioner`).
+    """
+    k = checks.positive_int(k, "k")
+    for name, flag in (("shrink", shrink), ("every_step", every_step)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
+    d, n, M = _moments(d, n_train, 2 * k)
+    needed = _needed(k, every_step)
+
+    def profile(p):
+        t = _traces(d, n, p, 2 * k, M, needed)
+        s = _best_s(t, d, k, every_step) if shrink else Fraction(1)
+        return float(_chain_value(t, d, k, s, every_step)), s
+
+    hi = 2.0
+    if shrink:
+        grid = np.linspace(0, hi, 41)[1:]
+        vals = np.array([profile(p)[0] for p in grid])
+        i = int(np.argmin(vals))
+        lo_b, hi_b = grid[max(i - 1, 0)] if i else 0.0, grid[min(i + 1, grid.size - 1)]
+    else:
+        lo_b, hi_b = 0.0, hi
+    res = minimize_scalar(lambda p: profile(p)[0], bounds=(lo_b, hi_b), method="bounded",
+                          options={"xatol": 1e-10})
+    p = float(res.x)
+    value, s = profile(p)
+    return p, float(s), value
+
+
+def optimal_polynomial(d: int, n_train: int, L: int):
+    """The best degree-L polynomial q with q(0) = 1 for E‖q(Ŝ_n)‖_F², Λ = I, exactly: (coefficients, steps, error).
+
+    E‖q(Ŝ)‖_F² = Σ_ij q_i q_j E tr Ŝ^{i+j} is a quadratic form in the coefficients; with q_0 = 1
+    its minimiser solves an L × L linear system, solved here in rational arithmetic. The error of
+    L stacked structured LSA layers ŵ ← ŵ − p_l Ŝ (ŵ − w) is ‖Π_l (I − p_l Ŝ)‖_F², so the best
+    such stack has p_l = 1/(roots of q) (real and positive: q is a kernel polynomial of the
+    expected spectral measure). ``coefficients`` are q_0 … q_L, ``steps`` the p_l in increasing order.
+    """
+    L = checks.positive_int(L, "L")
+    d, n, M = _moments(d, n_train, 2 * L)
+    H = [[Fraction(M[i + j], n ** (i + j)) for j in range(L + 1)] for i in range(L + 1)]
+    A = [row[1:] + [-row[0]] for row in H[1:]]  # H_11 q = −H_10
+    for c in range(L):  # Gauss–Jordan in exact arithmetic (H_11 is positive definite)
+        piv = next(r for r in range(c, L) if A[r][c] != 0)
+        A[c], A[piv] = A[piv], A[c]
+        A[c] = [v / A[c][c] for v in A[c]]
+        for r in range(L):
+            if r != c and A[r][c] != 0:
+                f = A[r][c]
+                A[r] = [a - f * b for a, b in zip(A[r], A[c])]
+    q = [Fraction(1)] + [A[r][L] for r in range(L)]
+    value = sum(q[i] * q[j] * H[i][j] for i in range(L + 1) for j in range(L + 1))
+    coef = np.array([float(v) for v in q])
+    roots = np.roots(coef[::-1])
+    steps = np.sort(1.0 / np.real_if_close(roots, tol=1e6))
+    return coef, steps, float(value)
+
+
+# --------------------------------------------------------------------------- any Λ: sample-average approximation
+
+
+def k_step_preconditioner(Lam, n_train: int, k: int, *, n_prompts: int = 2000, diagonal: bool = False,
+                          every_step: bool = False, seed: int = 0, step: int = 0, max_iter: int = 200):
+    """P_k* ≈ argmin_P mean over a fixed sample of training prompts of ‖(I − P Ŝ_n)^k‖_F²: (P, objective).
+
+    ``n_prompts`` prompts of length ``n_train`` with covariance ``Lam`` from the ``preconditioner``
+    stream of ``(seed, step)``; L-BFGS from P = Γ⁻¹ (the one-step optimum). ``diagonal=True``
+    optimises P = U diag(p) Uᵀ in Λ's eigenbasis U (for Λ with a simple spectrum the optimum
+    has this form: flipping the sign of one eigen-coordinate leaves the law of Ŝ_n unchanged). On
+    directions the training features never reach (Λu = 0) the objective does not depend on P's
+    column Pu, which stays at Γ⁻¹'s value. ``every_step=True`` sums the errors of steps 1 … k.
+    The sample's own objective is returned; evaluate P on fresh prompts for an unbiased error.
+    """
+    Lam = checks.covariance(Lam, "Lam")
+    n = checks.positive_int(n_train, "n_train")
+    k = checks.positive_int(k, "k")
+    n_prompts = checks.positive_int(n_prompts, "n_prompts")
+    max_iter = checks.positive_int(max_iter, "max_iter")
+    for name, flag in (("diagonal", diagonal), ("every_step", every_step)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
+    d = Lam.shape[0]
+    checks.size(n_prompts * d * max(d, n), "n_prompts", "the sample of training prompts")
+    S = prompts.sample_covariance(prompts.sample(Lam, n, n_prompts, seed=seed, stream="preconditioner", step=step).X)
+    G_inv = np.linalg.inv(theory.gamma(Lam, n))
+    _, U = np.linalg.eigh(Lam)
+    U_t = torch.as_tensor(U)
+    if diagonal:
+        x = torch.tensor(np.diag(U.T @ G_inv @ U).copy(), requires_grad=True)
+        make = lambda x: U_t @ torch.diag(x) @ U_t.T  # noqa: E731
+    else:
+        x = torch.tensor(G_inv.copy(), requires_grad=True)
+        make = lambda x: x  # noqa: E731
+    eye = torch.eye(d, dtype=torch.float64)
+
+    def objective():
+        B = eye - make(x) @ S
+        R, total = B, 0.0
+        for i in range(1, k + 1):
+            if every_step or i == k:
+                total = total + (R * R).sum(dim=(1, 2)).mean()
+            if i < k:
+                R = B @ R
+        return total
+
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        f = objective()
+        f.backward()
+        return f
+
+    opt.step(closure)
+    with torch.no_grad():
+        P = make(x).numpy().copy()
+        value = float(objective())
+    return P, value
+
+
+# --------------------------------------------------------------------------- differentiable chains
+
+
+def chain_outputs(model: lsa.LSA, X: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """The k output columns of the token-appending chain, with gradients: (batch, k, 2d+2).
+
+    The same chain as :func:`ttscale.lsa.rollout` (each output column appended to Z as a new
+    token, N = number of example columns), differentiable in the model's V and W.
+    """
+    k = checks.positive_int(k, "k")
+    X = checks.tensor(X, "X", ndim=3, dtype=model.V.dtype)
+    y = checks.tensor(y, "y", ndim=2, dtype=model.V.dtype)
+    if X.shape[1] != model.d:
+        raise ValueError(f"X has feature dimension {X.shape[1]}, but the model has d = {model.d}")
+    m = X.shape[2]
+    Z = prompts.embed(X, y)
+    outs = []
+    for _ in range(k):  # k sequential applications, each vectorised over the batch
+        last = model(Z, m, last_only=True)
+        outs.append(last)
+        Z = torch.cat([Z, last[:, :, None]], dim=2)
+    return torch.stack(outs, dim=1)
+
+
+def _column_loss(outs, w, every_step):
+    target = prompts.estimate_token(w)[:, :, 0][:, None, :]  # (0; 0; w; 1)
+    sq = 0.5 * ((outs - target) ** 2).sum(-1)  # (batch, steps)
+    return (sq.mean(1) if every_step else sq[:, -1]).mean()
+
+
+def chain_loss(model: lsa.LSA, batch: prompts.Prompts, k: int, *, every_step: bool = False) -> torch.Tensor:
+    """½ mean ‖output column − (0; 0; w; 1)‖² of the k-step chain: at step k, or averaged over steps 1 … k.
+
+    k = 1 is the book's direct training loss (:func:`ttscale.training.lsa_loss`).
+    """
+    if not isinstance(every_step, (bool, np.bool_)):
+        raise ValueError(f"every_step must be True or False, got {every_step!r}")
+    outs = chain_outputs(model, batch.X, batch.y, k)
+    return _column_loss(outs, batch.w.to(outs.dtype), every_step)
+
+
+class StackedLSA(nn.Module):
+    """L linear self-attention layers applied to the whole token matrix, no token appended.
+
+    Layer l maps Z to Z + V_l Z (Zᵀ W_l Z)/N (N = number of example columns), and the estimate
+    after layer l is the w-slot of the last column. ``tied=True`` uses one (V, W) for every layer:
+    a looped transformer. ``V`` and ``W`` are (L, 2d+2, 2d+2) stacks (one matrix when tied).
+    """
+
+    def __init__(self, d: int, L: int, V, W, *, tied: bool = False, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        self.d = checks.positive_int(d, "d")
+        self.L = checks.positive_int(L, "L")
+        if not isinstance(tied, (bool, np.bool_)):
+            raise ValueError(f"tied must be True or False, got {tied!r}")
+        self.tied = bool(tied)
+        D, count = 2 * self.d + 2, 1 if tied else self.L
+        params = []
+        for name, M in (("V", V), ("W", W)):
+            M = checks.tensor(M, name, dtype=dtype).clone()
+            if M.shape != (count, D, D):
+                raise ValueError(f"{name} must have shape ({count}, {D}, {D}) for d = {d}, L = {L}, tied = {tied}, "
+                                 f"got {tuple(M.shape)}")
+            params.append(nn.Parameter(M))
+        self.V, self.W = params
+
+    def layers(self, Z: torch.Tensor, n_examples: int) -> torch.Tensor:
+        """The last column after each layer, (batch, L, 2d+2)."""
+        N = checks.positive_int(n_examples, "n_examples")
+        outs = []
+        for l in range(self.L):  # layers are sequential
+            i = 0 if self.tied else l
+            Z = Z + self.V[i] @ Z @ (Z.transpose(1, 2) @ self.W[i] @ Z) / N
+            outs.append(Z[:, :, -1])
+        return torch.stack(outs, dim=1)
+
+    def estimates(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """ŵ after layers 0 … L (ŵ_0 = 0), (batch, L+1, d)."""
+        X = checks.tensor(X, "X", ndim=3, dtype=self.V.dtype)
+        y = checks.tensor(y, "y", ndim=2, dtype=self.V.dtype)
+        outs = self.layers(prompts.embed(X, y), X.shape[2])
+        w = lsa.blocks(self.d).w
+        return torch.cat([X.new_zeros(X.shape[0], 1, self.d), outs[:, :, w]], dim=1)
+
+
+def stacked_loss(model: StackedLSA, batch: prompts.Prompts) -> torch.Tensor:
+    """½ mean ‖last column after the last layer − (0; 0; w; 1)‖² (direct training of the stack)."""
+    outs = model.layers(prompts.embed(batch.X.to(model.V.dtype), batch.y.to(model.V.dtype)), batch.X.shape[2])
+    return _column_loss(outs, batch.w.to(outs.dtype), False)
+
+
+def train_chain(model: nn.Module, sampler: Callable[[int], prompts.Prompts], stages: Sequence,
+                loss: Callable[[nn.Module, prompts.Prompts], torch.Tensor], *, clip: float | None = None) -> np.ndarray:
+    """Adam in stages ``[(steps, lr), …]`` on fresh batches ``sampler(step)``; returns the loss per step.
+
+    Each stage restarts Adam at its learning rate and continues the sampler's step index (no batch
+    is seen twice), as :func:`ttscale.training.train_stages`; ``loss(model, batch)`` is the objective.
+    ``clip`` caps the gradient's Euclidean norm (a stacked LSA's output is a high-degree polynomial
+    in the prompt, and one batch with a large prompt can throw Adam off).
+    """
+    stages = [(checks.nonnegative_int(s, "steps"), checks.positive_real(lr, "lr")) for s, lr in stages]
+    if clip is not None:
+        clip = checks.positive_real(clip, "clip")
+    if not stages:
+        raise ValueError("stages must hold at least one (steps, lr) pair")
+    params = [p for p in model.parameters() if p.requires_grad]
+    history, t = [], 0
+    for steps, lr in stages:
+        opt = torch.optim.Adam(params, lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            value = loss(model, sampler(t))
+            value.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            history.append(value.item())
+            t += 1
+    return np.array(history)
+
+
+# --------------------------------------------------------------------------- iterative Newton
+
+
+@torch.no_grad()
+def newton_schulz(S, k: int) -> torch.Tensor:
+    """Iterative Newton (Newton–Schulz) for the (pseudo-)inverse of each Ŝ: M_0 … M_k, (batch, k+1, d, d).
+
+    M_0 = α Ŝᵀ with α = 1/‖Ŝ Ŝᵀ‖_2, M_{j+1} = 2 M_j − M_j Ŝ M_j. (A factor 2 in α, the edge of the
+    admissible range, would put the top direction's residual at −1, where squaring never shrinks
+    it.) Every M_j is a
+    polynomial in Ŝ, so the residual R_j = I − M_j Ŝ obeys R_{j+1} = R_j²: on the range of Ŝ it
+    converges quadratically, on its null space (m < d) it stays at I, the minimum-norm solution's
+    error. Each step costs two d × d matrix products. ``S`` is (batch, d, d) or (d, d).
+    """
+    k = checks.nonnegative_int(k, "k")
+    S = checks.tensor(S, "S", dtype=torch.float64)
+    if S.ndim == 2:
+        S = S[None]
+    if S.ndim != 3 or S.shape[1] != S.shape[2]:
+        raise ValueError(f"S must be (batch, d, d) or (d, d), got {tuple(S.shape)}")
+    top = torch.linalg.matrix_norm(S, ord=2)
+    if bool((top == 0).any()):
+        raise ValueError("S must be non-zero (a prompt with no signal has no inverse to approximate)")
+    M = (1 / top**2)[:, None, None] * S.transpose(1, 2)
+    out = [M]
+    for _ in range(k):  # sequential Newton steps, each vectorised over the batch
+        M = 2 * M - M @ S @ M
+        out.append(M)
+    return torch.stack(out, dim=1)
+
+
+@torch.no_grad()
+def residual_errors(M, S) -> np.ndarray:
+    """‖I − M Ŝ‖_F² for each matrix of ``M`` (batch, K, d, d) and prompt of ``S`` (batch, d, d): (batch, K).
+
+    For the estimate ŵ = M X y/m = M Ŝ w of a noise-free prompt this is its error averaged over
+    w ~ N(0, I) given the features.
+    """
+    M = checks.tensor(M, "M", ndim=4, dtype=torch.float64)
+    S = checks.tensor(S, "S", ndim=3, dtype=torch.float64)
+    if M.shape[0] != S.shape[0] or M.shape[2:] != S.shape[1:]:
+        raise ValueError(f"M must be (batch, K, d, d) and S (batch, d, d) with matching sizes, got "
+                         f"{tuple(M.shape)} and {tuple(S.shape)}")
+    R = torch.eye(S.shape[1], dtype=torch.float64) - M @ S[:, None]
+    return (R * R).sum(dim=(-2, -1)).numpy()
