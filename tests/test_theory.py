@@ -184,3 +184,50 @@ def test_map_error_rules():
         theory.map_error(np.stack([np.eye(3)] * 2), np.stack([np.eye(3)] * 3), 1)
     with pytest.raises(ValueError, match="k must be non-negative"):
         theory.map_error(np.eye(3), np.eye(3), -1)
+
+
+def _frobenius_powers(Lam, n, ks, Sigma):
+    """Independent oracle: ‖(I − Γ⁻¹Σ)^k‖_F² by repeated products of the d × d matrix."""
+    d = Lam.shape[0]
+    G = (1 + 1 / n) * Lam + np.trace(Lam) / n * np.eye(d)
+    B = np.eye(d) - np.linalg.solve(G, Sigma)
+    out, M = [], np.eye(d)
+    for k in range(max(ks) + 1):
+        out.append((M * M).sum())
+        M = B @ M
+    return np.array(out)[ks]
+
+
+@pytest.mark.parametrize("d,alpha,n", [(1, 0.0, 3), (7, 1.5, 1000), (30, 0.8, 50), (40, 3.0, 5)])
+def test_cot_error_in_distribution_and_shifted_match_matrix_powers(d, alpha, n):
+    L = cv.power_law(d, alpha, rotate=True, seed=d)
+    S = cv.power_law(d, 0.3, rotate=True, seed=d + 1)
+    ks = np.array([0, 1, 2, 3, 10, 37, 100, 150])
+    for Sigma in (L, S, 3.0 * S):  # the last one diverges
+        exact = _frobenius_powers(L, n, ks, Sigma)
+        got = theory.cot_error(L, n, ks, None if Sigma is L else Sigma)
+        ok = exact > 1e-280  # below that the oracle's own products underflow
+        assert np.allclose(got[ok], exact[ok], rtol=1e-9, atol=0)
+        assert np.all(got[~ok] < 1e-250)
+
+
+def test_cot_error_with_sigma_equal_to_lam_is_the_in_distribution_error():
+    L = cv.power_law(12, 1.2, rotate=True, seed=3)
+    ks = np.arange(60)
+    assert np.allclose(theory.cot_error(L, 9, ks, L.copy()), theory.cot_error(L, 9, ks), rtol=1e-12)
+    # a diverging chain overflows to +inf, never nan
+    big = theory.cot_error(L, 9, np.array([0, 10, 4000]), 50 * cv.power_law(12, 0.0, rotate=True, seed=4))
+    assert np.isinf(big[-1]) and big[-1] > 0 and big[0] < big[1] < big[2]
+
+
+def test_cot_error_validates_each_matrix_once(monkeypatch):
+    from ttscale import checks
+    calls = []
+    real = checks.covariance
+    monkeypatch.setattr(checks, "covariance", lambda a, name="Lam", **kw: calls.append(name) or real(a, name, **kw))
+    L = cv.power_law(5, 1.0)
+    theory.cot_error(L, 10, np.arange(4))
+    assert calls == ["Lam"]
+    calls.clear()
+    theory.cot_error(L, 10, np.arange(4), Sigma=np.eye(5))
+    assert calls == ["Lam", "Sigma"]

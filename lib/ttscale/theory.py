@@ -61,9 +61,12 @@ def gamma(Lam, n_train: int) -> np.ndarray:
     whenever Λ ≠ 0, even for singular Λ, because of the (tr Λ / n) I floor.
     """
     Lam, _ = _lam_sigma(Lam, None)
-    n = checks.positive_int(n_train, "n_train")
-    d = Lam.shape[0]
-    return (1 + 1 / n) * Lam + (np.trace(Lam) / n) * np.eye(d)
+    return _gamma(Lam, checks.positive_int(n_train, "n_train"))
+
+
+def _gamma(Lam: np.ndarray, n: int) -> np.ndarray:
+    """:func:`gamma` of an already validated Λ and n."""
+    return (1 + 1 / n) * Lam + (np.trace(Lam) / n) * np.eye(Lam.shape[0])
 
 
 def hardness(Lam) -> float:
@@ -93,14 +96,20 @@ def preconditioned_spectrum(Lam, n_train: int, Sigma=None) -> np.ndarray:
     return mu
 
 
+def _rescaled(Lam, Sigma):
+    """Λ and Σ divided together by an even power of two near Λ's scale (exact in floating point).
+
+    Γ⁻¹Σ does not change when Λ and Σ are scaled together; this keeps 1e-310·I or 1e307·I from
+    under- or overflowing on the way, and its square root is exact too.
+    """
+    e = -2 * int(np.round(np.log2(np.abs(Lam).max()) / 2))
+    return np.ldexp(Lam, e), np.ldexp(Sigma, e)
+
+
 def _preconditioned(Lam, n_train, Sigma):
     Lam, Sigma = _lam_sigma(Lam, Sigma)
-    # Γ⁻¹Σ does not change when Λ and Σ are scaled together; dividing both by a power of two
-    # near Λ's scale is exact in floating point and keeps 1e-310·I or 1e307·I from under- or
-    # overflowing on the way
-    e = -2 * int(np.round(np.log2(np.abs(Lam).max()) / 2))  # an even power of 2: its square root is exact too
-    Lam, Sigma = np.ldexp(Lam, e), np.ldexp(Sigma, e)
-    G = gamma(Lam, n_train)
+    Lam, Sigma = _rescaled(Lam, Sigma)
+    G = _gamma(Lam, checks.positive_int(n_train, "n_train"))
     g, V = np.linalg.eigh(G)
     G_mhalf = (V / np.sqrt(g)) @ V.T
     S = G_mhalf @ Sigma @ G_mhalf
@@ -112,20 +121,45 @@ def cot_error(Lam, n_train: int, k, Sigma=None):
     """Population (m → ∞) error E‖ŵ_k − w‖² = ‖(I − Γ⁻¹Σ)^k‖_F² after k model applications.
 
     ``k`` may be an int (returns a float) or an array of ints (returns an array of the
-    same shape). One eigendecomposition serves every k: with S = Γ^{−1/2}ΣΓ^{−1/2} = Q M Qᵀ,
-    (I − Γ⁻¹Σ)^k = Γ^{−1/2} Q (I − M)^k Qᵀ Γ^{1/2}, so the squared Frobenius norm is
-    Σ_ij ((1 − μ_i)(1 − μ_j))^k (QᵀΓQ)_ij (QᵀΓ⁻¹Q)_ij — exact for any Σ, commuting or not.
-    ``Sigma`` defaults to ``Lam`` (in distribution).
+    same shape). ``Sigma`` defaults to ``Lam`` (in distribution). One factorisation serves every k:
+
+    * in distribution (Σ = Λ) Γ and Σ commute, so with λ_j the eigenvalues of Λ and
+      μ_j = λ_j / ((1 + 1/n) λ_j + tr Λ / n) the error is Σ_j (1 − μ_j)^{2k}, with
+      1 − μ_j = (λ_j + tr Λ)/((n + 1) λ_j + tr Λ): one ``eigvalsh``;
+    * for any other Σ (commuting or not), with Γ = L Lᵀ (Cholesky) and
+      S = L⁻¹ Σ L⁻ᵀ = Q M Qᵀ (the same spectrum as Γ^{−1/2}ΣΓ^{−1/2}),
+      (I − Γ⁻¹Σ)^k = L⁻ᵀ Q (I − M)^k Qᵀ Lᵀ, so the squared Frobenius norm is
+      Σ_ij ((1 − μ_i)(1 − μ_j))^k (YᵀY)_ij (UᵀU)_ij with Y = L Q and U = L⁻ᵀ Q: one ``eigh``.
+
+    Λ and Σ are validated once per call.
     """
     ks = checks.steps(k, "k")
     checks.size(ks.size * max(np.shape(Lam)[0] if np.ndim(Lam) == 2 else 1, 1), "k", "the k-by-d table of powers")
-    mu, Q, (_, V, g) = _preconditioned(Lam, n_train, Sigma)
-    VQ = V.T @ Q
-    C = ((VQ.T * g) @ VQ) * ((VQ.T / g) @ VQ)  # (QᵀΓQ) ∘ (QᵀΓ⁻¹Q)
-    D = 1.0 - mu
+    shifted = Sigma is not None
+    Lam, Sigma = _lam_sigma(Lam, Sigma)
+    n = checks.positive_int(n_train, "n_train")
+    shifted = shifted and not np.array_equal(Lam, Sigma)
+    Lam, Sigma = _rescaled(Lam, Sigma)
+    kk = ks.reshape(-1, 1)
     with np.errstate(over="ignore", invalid="ignore"):
-        Dk = D[None, :] ** ks.reshape(-1, 1)
-        err = np.einsum("ki,ij,kj->k", Dk, C, Dk)
+        if not shifted:
+            lam, T = np.linalg.eigvalsh(Lam), np.trace(Lam)
+            D = (lam + T) / ((n + 1) * lam + T)  # 1 − μ_j without cancelling when μ_j is near 1
+            err = (D[None, :] ** (2 * kk)).sum(axis=1)
+        else:
+            from scipy.linalg import blas, solve_triangular
+
+            L = np.linalg.cholesky(_gamma(Lam, n))
+            half = solve_triangular(L, Sigma, lower=True, check_finite=False)  # L⁻¹Σ
+            S = solve_triangular(L, half.T, lower=True, check_finite=False)  # L⁻¹ΣL⁻ᵀ (Σ symmetric)
+            mu, Q = np.linalg.eigh((S + S.T) / 2)
+            Y = blas.dtrmm(1.0, L, Q, lower=1)  # L Q
+            U = solve_triangular(L, Q, lower=True, trans="T", check_finite=False)  # L⁻ᵀQ
+            C = blas.dsyrk(1.0, Y, trans=1) * blas.dsyrk(1.0, U, trans=1)  # upper halves (zeros below)
+            C += C.T
+            C[np.diag_indices_from(C)] /= 2  # (YᵀY) ∘ (UᵀU), symmetric
+            Dk = (1.0 - mu)[None, :] ** kk
+            err = ((Dk @ C) * Dk).sum(axis=1)
     # A diverging chain can overflow double precision (inf·0 or inf − inf gives nan); the
     # squared norm it stands for is +inf, not "not a number".
     err = np.where(np.isnan(err), np.inf, err)
