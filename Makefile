@@ -22,7 +22,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[book,test]"
 	touch $(STAMP)
 
+# The chapters needing execution run first, $(JOBS) at a time, longest first, into the jupyter-cache the
+# build reads (tools/execute_parallel.py); the build then finds them cached. A cell error stops here, with its traceback.
 book: $(STAMP)
+	$(THREADS) $(PY) tools/execute_parallel.py --jobs $(JOBS)
 	$(THREADS) $(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@echo "open _build/html/index.html"
 

@@ -1,0 +1,89 @@
+"""tools/execute_parallel.py: chapters executed in parallel into the cache that jupyter-book build reads."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "execute_parallel.py"
+
+CHAPTER = '''---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# Chapter {name}
+
+```{{code-cell}} ipython3
+import os, time
+time.sleep({sleep})  # chapter {name}
+{extra}
+print("threads", os.environ.get("OMP_NUM_THREADS"))
+```
+'''
+
+
+def book(root: Path, chapters: dict) -> Path:
+    (root / "book").mkdir(parents=True, exist_ok=True)
+    (root / "_static").mkdir(exist_ok=True)  # html_static_path must exist under -W
+    config = (ROOT / "_config.yml").read_text()
+    (root / "_config.yml").write_text(config)
+    (root / "references.bib").write_text((ROOT / "references.bib").read_text())
+    names = list(chapters)
+    toc = f"format: jb-book\nroot: book/{names[0]}\nchapters:\n" + "".join(f"  - file: book/{n}\n" for n in names[1:])
+    (root / "_toc.yml").write_text(toc + "  - file: book/notes\n")
+    (root / "book" / "notes.md").write_text("# Notes\n\nA page that is not a notebook.\n")
+    for name, (sleep, extra) in chapters.items():
+        (root / "book" / f"{name}.md").write_text(CHAPTER.format(name=name, sleep=sleep, extra=extra))
+    return root
+
+
+def tool(root, *args):
+    return subprocess.run([sys.executable, str(TOOL), "--root", str(root), *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_chapters_run_in_parallel_and_the_build_executes_nothing(tmp_path):
+    root = book(tmp_path / "b", {"a": (12, ""), "b": (12, ""), "c": (1, "")})
+    assert "3 chapter(s) to execute" in tool(root, "--dry-run").stdout
+    out = tool(root, "--jobs", "2")
+    assert out.returncode == 0, out.stderr
+    wall = float(out.stdout.split("done in ")[1].split()[0])
+    seconds = [float(line.split(" executed in ")[1].split()[0]) for line in out.stdout.splitlines() if " executed in " in line]
+    assert len(seconds) == 3 and wall < sum(seconds)  # two at a time
+    again = tool(root)
+    assert again.returncode == 0 and "nothing to execute" in again.stdout
+    build = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", "-W", "-n", "--keep-going", "."],
+                           cwd=root, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    assert build.stdout.count("Using cached notebook") == 3
+    assert "Executing notebook" not in build.stdout
+
+
+@pytest.mark.slow
+def test_a_failing_cell_fails_with_its_traceback_and_the_others_are_cached(tmp_path):
+    root = book(tmp_path / "b", {"a": (0, ""), "b": (0, 'raise ValueError("b fails on purpose")')})
+    out = tool(root)
+    assert out.returncode == 1
+    assert "book/b.md FAILED" in out.stderr and "b fails on purpose" in out.stderr and "Traceback" in out.stderr
+    assert "book/a.md executed in" in out.stdout
+    again = tool(root, "--dry-run")
+    assert "1 chapter(s) to execute" in again.stdout and "book/b.md" in again.stdout
+
+
+def test_only_the_cache_mode_is_accepted(tmp_path):
+    root = book(tmp_path / "b", {"a": (0, "")})
+    cfg = root / "_config.yml"
+    cfg.write_text(cfg.read_text().replace("execute_notebooks: cache", "execute_notebooks: force"))
+    out = tool(root)
+    assert out.returncode != 0 and "must set execute: execute_notebooks: cache" in out.stderr
