@@ -1,9 +1,14 @@
 """The rendered book, read by a real (headless) browser.
 
-Needs the built HTML (``make book``); ``make check-render`` runs it. Installs Debian's
-chromium if absent. Asserts from the DOM after JavaScript ran: every page's maths was typeset
-by the vendored MathJax (no raw ``$$`` or ``\\[`` left in the text), every figure has an image
-that exists, and no page shows a Python traceback. Saves a screenshot under ``_build/``.
+Needs the built HTML (``make book``); ``make check-render`` runs it. ``TTBOOK_HTML=DIR`` points it
+at another build (for example a one-chapter build of ``tools/build_one.sh``: ``DIR`` is its
+``_build/html``). Installs Debian's chromium if absent. Every page is loaded with a small script
+that measures the layout (:data:`ttbook.render_check.MEASURE_JS`), and the DOM after JavaScript
+ran is judged by :func:`ttbook.render_check.page_problems`: maths typeset by the vendored
+MathJax and no TeX, Greek letters or maths symbols left in prose, no list made from formula
+lines, no unresolved glue or reference, no code or output wider than the column at the default
+window size, every figure with an image that exists, no Python traceback. Saves a screenshot
+under ``_build/``.
 """
 
 import os
@@ -14,14 +19,32 @@ from pathlib import Path
 
 import pytest
 
+from ttbook import render_check
 from ttbook.chapters import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-HTML = ROOT / "_build" / "html"
+HTML = Path(os.environ.get("TTBOOK_HTML", ROOT / "_build" / "html")).resolve()
+WINDOW = "--window-size=1280,900"  # the default width a reader on a laptop sees
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1280,900", "--virtual-time-budget=15000"]
+         WINDOW, "--virtual-time-budget=15000"]
+
+# Rules switched off for one page, each with the defect it would report. Every entry is a
+# known defect of a page whose owner has been told; delete the entry when the page is fixed.
+ALLOW: dict[str, dict[str, str]] = {
+    # 12 code cells wider than the column (e.g. "config = ...", "key = ..." cells: lines of
+    # 90-130 characters); "(0 of them came from the cache in this run)" in the prose.
+    "gpt2": {"overflow": "long code lines, owner told", "wording": "cache count in prose, owner told"},
+    # 19 code cells and one output table ("predicted helps") wider than the column.
+    "overthinking": {"overflow": "long code lines and a wide table, owner told"},
+    # 24 code cells wider than the column; \texttt{ablation\_scale} shows its backslash;
+    # "the true Λ" in prose, "m → ∞" in two figure captions, outside typeset maths.
+    "pseudo_newton": {"overflow": "long code lines, owner told", "tex": "ablation\\_scale, owner told",
+                      "symbols": "Λ and → outside maths, owner told"},
+    # 16 code cells wider than the column.
+    "task_selection": {"overflow": "long code lines, owner told"},
+}
 
 
 def _chromium() -> str:
@@ -37,49 +60,45 @@ def _chromium() -> str:
 
 def _pages():
     if not (HTML / "index.html").is_file():
-        pytest.skip("no built book: run `make book` first")
+        pytest.skip(f"no built book in {HTML}: run `make book` first")
     pages = sorted((HTML / "book").glob("*.html"))
-    return [p for p in pages if p.name not in {"search.html", "genindex.html"}]
+    return [p for p in pages if p.name not in {"search.html", "genindex.html"} and not p.name.startswith(".")]
 
 
-def _dump(exe, page: Path) -> str:
-    with tempfile.TemporaryDirectory() as profile:
-        out = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
-                             capture_output=True, text=True, timeout=120)
+def dump(exe, page: Path, measure: bool = True) -> str:
+    """The DOM of ``page`` after its JavaScript ran (with the layout measured, if ``measure``)."""
+    target = page
+    if measure:  # a measured copy beside the page, so its relative links still resolve
+        target = page.with_name(f".measured-{page.name}")
+        target.write_text(render_check.with_measurement(page.read_text()))
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            out = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", target.as_uri()],
+                                 capture_output=True, text=True, timeout=120)
+    finally:
+        if measure:
+            target.unlink()
     assert out.returncode == 0, out.stderr[-2000:]
+    assert not measure or 'data-measured="yes"' in out.stdout, f"{page.name}: the layout was not measured"
     return out.stdout
 
 
 def test_rendered_pages():
-    from bs4 import BeautifulSoup
-
     exe = _chromium()
     pages = _pages()
     assert len(pages) >= 2
     problems = []
     for page in pages:
-        soup = BeautifulSoup(_dump(exe, page), "html.parser")
-        main = soup.find("main") or soup
-        typeset = main.find("mjx-container") is not None
-        for tag in main.find_all(["script", "style", "mjx-container", "pre", "code"]):
-            tag.decompose()
-        has_math = 'class="math' in page.read_text()
-        text = main.get_text(" ")
-        if has_math:
-            if not typeset:
-                problems.append(f"{page.name}: maths present but MathJax typeset nothing")
-            for raw in ("$$", "\\[", "\\begin{"):
-                if raw in text:
-                    problems.append(f"{page.name}: raw TeX {raw!r} left in the text")
-        for fig in main.find_all("figure"):
-            img = fig.find("img")
-            if img is None or not img.get("src"):
-                problems.append(f"{page.name}: a figure without an image")
-            elif not img["src"].startswith("data:") and not (page.parent / img["src"]).resolve().is_file():
-                problems.append(f"{page.name}: figure image {img['src']} missing")
-        if "Traceback (most recent call last)" in soup.get_text(" ") or soup.select(".output.traceback"):
-            problems.append(f"{page.name}: shows a Python traceback")
+        dom = dump(exe, page)
+        problems += render_check.page_problems(dom, page.name, source_html=page.read_text(),
+                                               page_dir=page.parent, allow=ALLOW.get(page.stem))
     assert not problems, "\n".join(problems)
+
+
+def test_allow_list_names_real_pages_and_rules():
+    assert all(set(rules) <= set(render_check.RULES) for rules in ALLOW.values()), ALLOW
+    pages = {p.stem for p in _pages()}
+    assert set(ALLOW) <= pages, set(ALLOW) - pages
 
 
 def test_screenshot():
