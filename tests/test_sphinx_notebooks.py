@@ -26,7 +26,20 @@ def test_executed_notebook_is_preferred(tmp_path):
     executed.write_text('{"executed": true}')
     app, context = _app(tmp_path, {"book/intro": {"kernelspec": {}}}), {}
     sphinx_notebooks.add_notebook_download(app, "book/intro", "page.html", context, doctree=object())
-    assert (tmp_path / "_build/html/_sources/book/intro.ipynb").read_text() == '{"executed": true}'
+    nb = json.loads((tmp_path / "_build/html/_sources/book/intro.ipynb").read_text())
+    assert nb["executed"] is True and nb["cells"][0]["id"] == sphinx_notebooks.INSTALL_CELL_ID
+
+
+def test_downloaded_notebook_says_how_to_install_its_code(tmp_path):
+    app, context = _app(tmp_path, {"book/intro": {"kernelspec": {}}}), {}
+    sphinx_notebooks.add_notebook_download(app, "book/intro", "page.html", context, doctree=object())
+    nb = json.loads((tmp_path / "_build/html/_sources/book/intro.ipynb").read_text())
+    first = "".join(nb["cells"][0]["source"])
+    assert nb["cells"][0]["cell_type"] == "markdown" and 'pip install "ttscale-source.tar.gz[run]"' in first
+    assert sum(c.get("id") == sphinx_notebooks.INSTALL_CELL_ID for c in nb["cells"]) == 1
+    again = sphinx_notebooks.with_install_cell(nb, "https://example.org/book", "b" * 40)
+    assert len(again["cells"]) == len(nb["cells"])  # replaced, not added twice
+    assert f'git+https://example.org/book@{"b" * 40}' in again["cells"][0]["source"]
 
 
 def test_plain_pages_and_non_html_builders_are_left_alone(tmp_path):

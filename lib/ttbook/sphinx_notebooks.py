@@ -6,18 +6,44 @@ page whose HTML context has ``ipynb_source``, but sets it only when launch butto
 Colab, ...) are configured. This extension sets it for every page that is a notebook (a
 ``kernelspec`` in its metadata) and puts the notebook at ``_sources/PAGE.ipynb`` in the HTML
 output: the executed notebook myst-nb wrote under ``_build/jupyter_execute`` (outputs included),
-or, if there is none, the jupytext conversion of the source. Registered in ``_config.yml``
-(``sphinx: extra_extensions``); it runs before the theme builds its header buttons.
+or, if there is none, the jupytext conversion of the source. Its first cell says how to install
+the code it imports (:func:`install_line`: from the repository at the commit the book was built
+from when ``repository: url:`` is set in ``_config.yml``, else from the source archive that
+comes with the book). Registered in ``_config.yml`` (``sphinx: extra_extensions``); it runs
+before the theme builds its header buttons.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from . import __version__
 
-__all__ = ["setup", "add_notebook_download"]
+__all__ = ["setup", "add_notebook_download", "install_line", "with_install_cell"]
+
+INSTALL_CELL_ID = "ttbook-install"
+
+
+def install_line(url: str = "", commit: str = "unknown") -> str:
+    """The one line that installs the code a downloaded chapter imports (Python 3.11)."""
+    if url and commit != "unknown":
+        return f'pip install "ttscale[run] @ git+{url}@{commit}"'
+    return 'pip install "ttscale-source.tar.gz[run]"'
+
+
+def with_install_cell(nb: dict, url: str = "", commit: str = "unknown", title: str = "") -> dict:
+    """``nb`` with a first Markdown cell that says how to install what the notebook imports."""
+    where = ("" if url and commit != "unknown" else
+             " (`ttscale-source.tar.gz` is linked in the footer of every page of the book; in a clone "
+             'of the repository, `pip install -e ".[run]"` does the same)')
+    text = (f"*This notebook is a chapter of {title or 'the book'}, built from commit `{commit[:10]}`. "
+            f"To run it outside the book's repository, first install the code it imports "
+            f"(Python 3.11){where}:*\n\n```bash\n{install_line(url, commit)}\n```")
+    cells = [c for c in nb.get("cells", []) if c.get("id") != INSTALL_CELL_ID]
+    cell = {"cell_type": "markdown", "id": INSTALL_CELL_ID, "metadata": {"tags": ["remove-cell"]}, "source": text}
+    return {**nb, "cells": [cell, *cells]}
 
 
 def add_notebook_download(app, pagename, templatename, context, doctree):
@@ -38,6 +64,16 @@ def add_notebook_download(app, pagename, templatename, context, doctree):
         import jupytext
 
         jupytext.write(jupytext.read(source), target, fmt="ipynb")
+    info = getattr(app, "_ttbook_info", None) or {}
+    config = getattr(app, "config", None)
+    url = ""
+    if config is not None:
+        from .sphinx_book import source_url
+
+        url = source_url(getattr(config, "html_theme_options", {}) or {})
+    nb = json.loads(target.read_text())
+    nb = with_install_cell(nb, url, info.get("commit", "unknown"), getattr(config, "project", "") or "")
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
