@@ -3,12 +3,18 @@
 import pytest
 
 from ttbook import chapters, parameters
+from ttbook.results import glued
 
 
 @pytest.mark.slow
 def test_smoke_run():
     nb = chapters.execute("task_selection", smoke=True)
     assert any("trained vs A" in "".join(o.get("text", "") for o in c.get("outputs", [])) for c in nb.cells)
+    g = glued(nb)
+    # the pool reading's verdict is computed from its map, and names the chapter's own setting
+    assert g["ts_map_verdict"].startswith("Under the pool reading, with 6 prompts per type at d = 8")
+    assert g["ts_tr_pool_rank"].endswith("of 5")
+    assert abs(g["ts_even_z"]) <= g["ts_even_tol"]       # the noise formula, asserted in the chapter too
 
 
 @pytest.mark.slow
@@ -19,6 +25,8 @@ def test_smoke_run():
     ({"task_n": [20, 0, 100, 100]}, "parameter 'task_n' must be a non-empty list of int ≥ 1"),
     ({"solver": "MOSEK"}, "parameter 'solver' must be one of"),
     ({"missing_counts": [0, 8]}, "every missing_counts must be < d"),
+    ({"map_dims": [1, 10]}, "parameter 'map_dims' must be a non-empty list of int ≥ 2"),
+    ({"pool_draws": 1}, "parameter 'pool_draws' must be an int ≥ 2"),
 ])
 def test_bad_parameter_fails_fast(params, message):
     with pytest.raises(ValueError) as err:  # decided before a kernel starts (tests/test_domains.py: and in the chapter)
