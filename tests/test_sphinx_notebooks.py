@@ -37,7 +37,8 @@ def test_downloaded_notebook_says_how_to_install_its_code(tmp_path):
     first = "".join(nb["cells"][0]["source"])
     assert nb["cells"][0]["cell_type"] == "markdown" and 'pip install "ttscale-source.tar.gz[run]"' in first
     assert sum(c.get("id") == sphinx_notebooks.INSTALL_CELL_ID for c in nb["cells"]) == 1
-    again = sphinx_notebooks.with_install_cell(nb, "https://example.org/book", "b" * 40)
+    again = sphinx_notebooks.with_install_cell(nb, "https://example.org/book", "b" * 40, "A Book")
+    assert "chapter of the book *A Book*, built from commit `bbbbbbbbbb`" in again["cells"][0]["source"]
     assert len(again["cells"]) == len(nb["cells"])  # replaced, not added twice
     assert f'git+https://example.org/book@{"b" * 40}' in again["cells"][0]["source"]
 

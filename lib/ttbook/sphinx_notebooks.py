@@ -38,7 +38,9 @@ def with_install_cell(nb: dict, url: str = "", commit: str = "unknown", title: s
     where = ("" if url and commit != "unknown" else
              " (`ttscale-source.tar.gz` is linked in the footer of every page of the book; in a clone "
              'of the repository, `pip install -e ".[run]"` does the same)')
-    text = (f"*This notebook is a chapter of {title or 'the book'}, built from commit `{commit[:10]}`. "
+    built = f", built from commit `{commit[:10]}`" if commit != "unknown" else ""
+    book = f"the book *{title}*" if title else "the book"
+    text = (f"*This notebook is a chapter of {book}{built}. "
             f"To run it outside the book's repository, first install the code it imports "
             f"(Python 3.11){where}:*\n\n```bash\n{install_line(url, commit)}\n```")
     cells = [c for c in nb.get("cells", []) if c.get("id") != INSTALL_CELL_ID]
@@ -72,7 +74,8 @@ def add_notebook_download(app, pagename, templatename, context, doctree):
 
         url = source_url(getattr(config, "html_theme_options", {}) or {})
     nb = json.loads(target.read_text())
-    nb = with_install_cell(nb, url, info.get("commit", "unknown"), getattr(config, "project", "") or "")
+    title = getattr(config, "html_title", "") or ""  # Jupyter Book puts the book's title there
+    nb = with_install_cell(nb, url, info.get("commit", "unknown"), title)
     target.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
     context["ipynb_source"] = f"{pagename}.ipynb"
 
