@@ -3,36 +3,51 @@
 The model reads the LSA's own tokens ({ref}`sec-intro`): one (x_i; y_i; 0_d; 0)
 per example and one (0_d; 0; ŵ; 1) per estimate, a sequence of shape (batch, 2d+2, T).
 A linear read-in maps each token to the residual width, a stack of pre-LayerNorm blocks
-(causal softmax self-attention and a GELU MLP, no dropout; torch's own
+(causal softmax self-attention and a GELU MLP, no dropout; the parameters are those of torch's
 :class:`torch.nn.TransformerEncoderLayer` with ``norm_first=True``) processes the
 sequence, a final LayerNorm and a linear read-out map the **last position** to ŵ ∈ R^d.
 
-Positions: the model has **no position embedding at all**. The examples of a prompt are
-exchangeable, so their order carries no information, and the causal mask already tells an
-estimate token which tokens came before it. A learned absolute position table would leave
-every position beyond the training chain untrained, and the estimate then breaks at the
-first unseen step (the "position trap" of {ref}`sec-gpt2`); without one, a test chain longer
-than the training chain feeds the model nothing it has never been shown a kind of.
+Options from the GPT-2 in-context-learning literature (:class:`GPT2Config`), all off by default:
+
+* ``positions = "learned"``: a learned absolute position table of ``max_len`` rows added after the
+  read-in (GPT-2's own). Default ``"none"``: the examples of a prompt are exchangeable and the causal
+  mask already tells an estimate token which tokens came before it.
+* ``tokens = "separate"``: each example becomes two tokens, (x_i; 0; 0_d; 0) then (0_d; y_i; 0_d; 0),
+  the zero-padded x and y tokens of Garg et al. (2022). Without positions the model then cannot tell
+  which y belongs to which x except through the causal order.
+* ``init = "gpt2"``: GPT-2's initialisation, every weight N(0, 0.02²), biases zero, the residual
+  projections (attention output and the MLP's second layer) N(0, (0.02/√(2L))²).
 
 Test-time chain of thought (:func:`rollout`): run the model, append (0; 0; ŵ; 1) as a new
-token, run again, k times, exactly as for the LSA (:func:`ttscale.lsa.rollout`).
+token, run again, k times, exactly as for the LSA (:func:`ttscale.lsa.rollout`). The rollout keeps
+a key-value cache, so each application processes one new token (O(k) work instead of O(k²)); the
+unrolled training chain (:func:`chain`) reuses the prompt's keys and values the same way.
+:meth:`GPT2.reference_forward` recomputes the whole sequence through torch's own
+``TransformerEncoderLayer.forward``: the tests' independent oracle for the cached path.
 
 Training (:func:`train`, :func:`load_or_train`).
 
-Objective: for a prompt of length n, run an unrolled chain of ``chain_train`` model
-applications (each estimate appended as the token (0; 0; ŵ; 1) before the next one) and
-minimise the mean over the chain of E‖ŵ_i − w‖² / d. ``chain_train = 1`` is *direct*
-training, the paper's LSA objective: then the model never sees a non-zero estimate token
-and nothing teaches it how to read one ({ref}`sec-pseudo-newton`).
+Objective: for a prompt of length n, run an unrolled chain of model applications (each estimate
+appended as the token (0; 0; ŵ; 1) before the next one) and minimise the mean of E‖ŵ_i − w‖² / d
+over the chain's last ``loss_window`` estimates (0: all of them). ``chain_sampling = "fixed"`` runs
+``chain_train`` applications on every batch; ``"random"`` draws the length uniformly from
+1 … ``chain_train`` per batch (seeded by the step), so training covers every chain length up to
+``chain_train``. ``chain_train = 1`` is *direct* training, the paper's LSA objective: then the model
+never sees a non-zero estimate token and nothing teaches it how to read one
+({ref}`sec-pseudo-newton`). ``prefix_loss = True`` adds the loss of the read-out at every example
+token (the estimate from the first i examples, Garg et al.'s loss on every prefix).
+``curriculum = True`` grows the active dimension from ⌈d/4⌉ to d and the prompt length in proportion
+over the first half of training (the coordinates beyond the active dimension are zero in x and w).
 
 Optimiser: Adam (AdamW with weight decay 0), linear warm-up over the first 5% of steps then cosine decay to 10% of
 ``lr``, gradients clipped at norm 1. Prompts come from the ``train`` stream of ``seed``
 (:func:`ttscale.prompts.sample`), the initial weights from ``torch.manual_seed(seed)``.
 
 A trained model is stored under the ``cache_dir`` the caller names in a file named by a hash of the *full*
-configuration (architecture, Λ, n, chain length, steps, batch, lr, seed, torch version),
+configuration (architecture, Λ, n, chain, steps, batch, lr, seed, torch version),
 so re-running a chapter with other test-time parameters (k, m_test, Σ) does not retrain,
-and any change to training does.
+and any change to training does. :func:`train_many` trains independent models in parallel
+processes, one intra-op thread each.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import contextlib
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -50,6 +66,7 @@ from typing import NamedTuple
 import numpy as np
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import checks, prompts
@@ -57,15 +74,21 @@ from .progress import bar
 from .prompts import embed, estimate_token
 
 __all__ = ["GPT2Config", "SCALES", "config_for", "GPT2", "resolve_device", "cpu_threads", "chain", "rollout",
-           "TrainConfig", "Trained", "cache_key", "chain_loss", "train", "load_or_train"]
+           "rollout_uncached", "TrainConfig", "Trained", "cache_key", "chain_loss", "train", "load_or_train",
+           "train_many", "state_hash"]
+
+POSITIONS = ("none", "learned")
+TOKENS = ("joint", "separate")
+INITS = ("torch", "gpt2")
 
 
 @dataclass(frozen=True)
 class GPT2Config:
-    """Architecture of :class:`GPT2`: feature dimension ``d`` and the decoder's size.
+    """Architecture of :class:`GPT2`: feature dimension ``d`` and the decoder's size and options.
 
     ``n_layer`` pre-LN blocks of width ``width`` with ``n_head`` heads (``width`` must be a
-    multiple of ``n_head``) and an MLP of width ``mlp_ratio * width``.
+    multiple of ``n_head``) and an MLP of width ``mlp_ratio * width``. ``positions``, ``max_len``,
+    ``tokens`` and ``init`` are the literature's options (module docstring).
     """
 
     d: int
@@ -73,6 +96,10 @@ class GPT2Config:
     n_head: int = 4
     width: int = 64
     mlp_ratio: int = 4
+    positions: str = "none"
+    max_len: int = 0
+    tokens: str = "joint"
+    init: str = "torch"
 
     def __post_init__(self):
         checks.positive_int(self.d, "d")
@@ -82,16 +109,24 @@ class GPT2Config:
         checks.positive_int(self.mlp_ratio, "mlp_ratio")
         if self.width % self.n_head:
             raise ValueError(f"width must be a multiple of n_head, got width = {self.width} and n_head = {self.n_head}")
+        checks.one_of(self.positions, POSITIONS, "positions")
+        checks.one_of(self.tokens, TOKENS, "tokens")
+        checks.one_of(self.init, INITS, "init")
+        checks.nonnegative_int(self.max_len, "max_len")
+        if self.positions == "learned" and self.max_len < 2:
+            raise ValueError(f"max_len must be an integer >= 2 when positions is 'learned', got {self.max_len}")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 #: Named sizes. ``paper`` is the paper's GPT-2 (12 layers, 8 heads, width 256); ``small``
-#: trains on a 2-core CPU in about a minute per model; ``smoke`` only checks that things run.
+#: trains on a 2-core CPU in seconds per model; ``medium`` is the stored larger run's size;
+#: ``smoke`` only checks that things run.
 SCALES = {
     "smoke": dict(n_layer=1, n_head=2, width=16),
     "small": dict(n_layer=3, n_head=4, width=64),
+    "medium": dict(n_layer=4, n_head=4, width=128),
     "paper": dict(n_layer=12, n_head=8, width=256),
 }
 
@@ -124,6 +159,7 @@ def cpu_threads(n: int | None = 1):
     The decoders of this book are small: each operation is too short to share between
     threads, and on a busy 2-core machine a second thread mostly waits for the first (measured:
     0.18 s per training step with one thread, 0.97 s with two, under a load of about 6).
+    Parallelism comes from independent models in separate processes (:func:`train_many`).
     """
     if n is None:
         yield
@@ -142,7 +178,9 @@ class GPT2(nn.Module):
 
     ``forward(Z)`` takes tokens (batch, 2d+2, T) (the layout of :func:`ttscale.prompts.embed`)
     and returns the estimate read out at the last position, (batch, d). ``all_positions=True``
-    returns the read-out at every position, (batch, T, d).
+    returns the read-out at every position of the model's own sequence, (batch, T', d) (T' = T,
+    or T plus the number of examples for separate tokens). :meth:`start` and :meth:`extend` are the
+    cached path: the prompt once, then one estimate token at a time.
     """
 
     def __init__(self, config: GPT2Config):
@@ -152,6 +190,8 @@ class GPT2(nn.Module):
         self.config = config
         c = config
         self.read_in = nn.Linear(2 * c.d + 2, c.width)
+        if c.positions == "learned":
+            self.pos = nn.Embedding(c.max_len, c.width)
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(
                 c.width, c.n_head, dim_feedforward=c.mlp_ratio * c.width, dropout=0.0,
@@ -161,21 +201,111 @@ class GPT2(nn.Module):
         )
         self.ln_f = nn.LayerNorm(c.width)
         self.read_out = nn.Linear(c.width, c.d)
+        if c.init == "gpt2":
+            self._gpt2_init()
+
+    def _gpt2_init(self):
+        std = 0.02
+        resid = std / math.sqrt(2 * self.config.n_layer)
+        for mod in self.modules():
+            if isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, 0.0, std)
+                nn.init.zeros_(mod.bias)
+            elif isinstance(mod, nn.Embedding):
+                nn.init.normal_(mod.weight, 0.0, std)
+        for block in self.blocks:
+            nn.init.normal_(block.self_attn.in_proj_weight, 0.0, std)
+            nn.init.zeros_(block.self_attn.in_proj_bias)
+            nn.init.normal_(block.self_attn.out_proj.weight, 0.0, resid)
+            nn.init.normal_(block.linear2.weight, 0.0, resid)
 
     @property
     def d(self) -> int:
         return self.config.d
 
-    def forward(self, Z: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+    # ---- tokens
+    def _sequence(self, Z: torch.Tensor) -> torch.Tensor:
+        """(batch, 2d+2, T) in the embed layout → the model's token sequence (batch, T', 2d+2)."""
         if Z.ndim != 3 or Z.shape[1] != 2 * self.d + 2:
             raise ValueError(f"Z must have shape (batch, 2d+2 = {2 * self.d + 2}, T), got {tuple(Z.shape)}")
-        T = Z.shape[2]
-        h = self.read_in(Z.transpose(1, 2))  # (batch, T, width); no position embedding
+        seq = Z.transpose(1, 2)
+        if self.config.tokens == "joint":
+            return seq
+        d = self.d
+        is_example = Z[0, -1] == 0  # examples come first, estimate tokens carry the flag 1
+        n = int(is_example.sum())
+        ex, est = seq[:, :n], seq[:, n:]
+        xs = torch.cat([ex[..., :d], torch.zeros_like(ex[..., d:])], dim=-1)
+        ys = torch.cat([torch.zeros_like(ex[..., :d]), ex[..., d:d + 1], torch.zeros_like(ex[..., d + 1:])], dim=-1)
+        pairs = torch.stack([xs, ys], dim=2).reshape(ex.shape[0], 2 * n, ex.shape[2])
+        return torch.cat([pairs, est], dim=1)
+
+    def _embed(self, seq: torch.Tensor, offset: int) -> torch.Tensor:
+        h = self.read_in(seq)
+        if self.config.positions == "learned":
+            T = seq.shape[1]
+            if offset + T > self.config.max_len:
+                raise ValueError(f"k is too large for the learned position table: the sequence needs "
+                                 f"{offset + T} positions, max_len is {self.config.max_len}")
+            h = h + self.pos.weight[offset:offset + T]
+        return h
+
+    # ---- the blocks, with a key-value cache
+    def _block(self, block: nn.TransformerEncoderLayer, h: torch.Tensor, kv):
+        """One pre-LN block on the new tokens h (b, t, W), attending to the cached (K, V) and themselves."""
+        attn = block.self_attn
+        H = attn.num_heads
+        b, t, W = h.shape
+        a = block.norm1(h)
+        q, k, v = F.linear(a, attn.in_proj_weight, attn.in_proj_bias).split(W, dim=-1)
+        q, k, v = (z.view(b, t, H, W // H).transpose(1, 2) for z in (q, k, v))
+        if kv is not None:
+            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+        if t == 1:
+            o = F.scaled_dot_product_attention(q, k, v)
+        elif kv is None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            T = k.shape[2]
+            mask = torch.ones(t, T, dtype=torch.bool, device=h.device).tril(T - t)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        h = h + attn.out_proj(o.transpose(1, 2).reshape(b, t, W))
+        h = h + block.linear2(F.gelu(block.linear1(block.norm2(h))))
+        return h, (k, v)
+
+    def _run(self, seq: torch.Tensor, cache):
+        offset = 0 if cache is None else cache[0][0].shape[2]
+        h = self._embed(seq, offset)
+        new = []
+        for i, block in enumerate(self.blocks):
+            h, kv = self._block(block, h, None if cache is None else cache[i])
+            new.append(kv)
+        return h, new
+
+    def start(self, Z: torch.Tensor):
+        """Run the prompt Z (embed layout, ending with its estimate token); the estimate at the last position and the cache."""
+        h, cache = self._run(self._sequence(Z), None)
+        return self.read_out(self.ln_f(h[:, -1])), cache
+
+    def extend(self, w_hat: torch.Tensor, cache):
+        """Append the token (0; 0; ŵ; 1) to a cached sequence; the next estimate and the longer cache."""
+        h, cache = self._run(estimate_token(w_hat).transpose(1, 2), cache)
+        return self.read_out(self.ln_f(h[:, -1])), cache
+
+    def forward(self, Z: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+        h, _ = self._run(self._sequence(Z), None)
+        h = self.ln_f(h if all_positions else h[:, -1])
+        return self.read_out(h)
+
+    def reference_forward(self, Z: torch.Tensor) -> torch.Tensor:
+        """The last position's estimate through torch's own ``TransformerEncoderLayer.forward``, uncached (an oracle)."""
+        seq = self._sequence(Z)
+        h = self._embed(seq, 0)
+        T = h.shape[1]
         mask = nn.Transformer.generate_square_subsequent_mask(T, device=h.device, dtype=h.dtype)
         for block in self.blocks:
             h = block(h, src_mask=mask, is_causal=True)
-        h = self.ln_f(h if all_positions else h[:, -1])
-        return self.read_out(h)
+        return self.read_out(self.ln_f(h[:, -1]))
 
 
 def _dtype(model: GPT2) -> torch.dtype:
@@ -193,37 +323,51 @@ def _prompt(model: GPT2, X, y, k: int):
     if X.shape[1] != model.d or y.shape != (X.shape[0], X.shape[2]):
         raise ValueError(f"X must have shape (batch, d = {model.d}, m) and y (batch, m), got "
                          f"{tuple(X.shape)} and {tuple(y.shape)}")
-    checks.size(min(X.shape[0], 1024) * model.config.n_head * (X.shape[2] + k + 1) ** 2, "k",
+    per = 2 if model.config.tokens == "separate" else 1
+    T = per * X.shape[2] + k + 1
+    checks.size(min(X.shape[0], 1024) * model.config.n_head * T ** 2, "k",
                 "the attention scores (chunk x heads x tokens²) of the chain's longest sequence")
+    if model.config.positions == "learned" and T - 1 > model.config.max_len:
+        raise ValueError(f"k is too large for the learned position table: the chain needs {T - 1} positions, "
+                         f"max_len is {model.config.max_len}")
     return X, y
+
+
+def _estimates(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int, all_positions: bool = False,
+               grad_from: int = 0):
+    """ŵ_1 … ŵ_k through the cached path, (batch, k, d); with ``all_positions`` also the read-out at the prompt's tokens.
+
+    Applications 2 … ``grad_from`` run without gradients (truncated backpropagation: only the
+    later ones, and the prompt's keys and values, are trained through).
+    """
+    Z = embed(X.to(_device(model), _dtype(model)), y.to(_device(model), _dtype(model)))
+    seq = model._sequence(Z)
+    h, cache = model._run(seq, None)
+    w_hat = model.read_out(model.ln_f(h[:, -1]))
+    out = [w_hat]
+    for i in range(1, k):  # sequential: each application reads the previous estimate
+        with torch.set_grad_enabled(torch.is_grad_enabled() and i >= grad_from):
+            w_hat, cache = model.extend(w_hat if i >= grad_from else w_hat.detach(), cache)
+        out.append(w_hat)
+    est = torch.stack(out, dim=1)
+    if all_positions:
+        return est, model.read_out(model.ln_f(h[:, :-1]))
+    return est
 
 
 def chain(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """k model applications, each appending its estimate as a token; returns ŵ_1 … ŵ_k, (batch, k, d).
 
     Differentiable: gradients flow through every fed-back estimate (the unrolled chain used
-    in training). :func:`rollout` is the same under ``no_grad`` with ŵ_0 = 0 prepended.
+    in training). The prompt's keys and values are computed once and reused by every later
+    application. :func:`rollout` is the same under ``no_grad`` with ŵ_0 = 0 prepended.
     """
     k = checks.positive_int(k, "k")
     X, y = _prompt(model, X, y, k)
-    Z = embed(X.to(_device(model), _dtype(model)), y.to(_device(model), _dtype(model)))
-    out = []
-    for _ in range(k):  # sequential: each application reads the previous estimate
-        w_hat = model(Z)
-        out.append(w_hat)
-        Z = torch.cat([Z, estimate_token(w_hat)], dim=2)
-    return torch.stack(out, dim=1)
+    return _estimates(model, X, y, k)
 
 
-@torch.no_grad()
-def rollout(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int, *, chunk: int = 1024,
-            threads: int | None = 1) -> torch.Tensor:
-    """Test-time chain of thought: ŵ_0 = 0, ŵ_1 … ŵ_k as float64 on the CPU, (batch, k+1, d).
-
-    Each application runs the decoder on the whole current sequence and appends its
-    estimate as the token (0; 0; ŵ; 1). Prompts are processed ``chunk`` at a time to bound
-    memory; ``threads`` CPU threads are used (see :func:`cpu_threads`).
-    """
+def _rollout(model, X, y, k, chunk, threads, step_fn):
     k = checks.nonnegative_int(k, "k")
     chunk = checks.positive_int(chunk, "chunk")
     X, y = _prompt(model, X, y, k)
@@ -231,24 +375,51 @@ def rollout(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int, *, chunk: int
     model.eval()
     parts = []
     try:
-        with cpu_threads(threads if _device(model).type == "cpu" else None):
+        with torch.no_grad(), cpu_threads(threads if _device(model).type == "cpu" else None):
             for s in range(0, X.shape[0], chunk):
                 Xc, yc = X[s:s + chunk], y[s:s + chunk]
                 w0 = torch.zeros(Xc.shape[0], 1, model.d, dtype=torch.float64)
                 if k == 0:
                     parts.append(w0)
                     continue
-                est = chain(model, Xc, yc, k).to("cpu", torch.float64)
+                est = step_fn(model, Xc, yc, k).to("cpu", torch.float64)
                 parts.append(torch.cat([w0, est], dim=1))
         return torch.cat(parts, dim=0)
     finally:
         model.train(was_training)
 
 
+def rollout(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int, *, chunk: int = 1024,
+            threads: int | None = 1) -> torch.Tensor:
+    """Test-time chain of thought: ŵ_0 = 0, ŵ_1 … ŵ_k as float64 on the CPU, (batch, k+1, d).
+
+    Each application appends its estimate as the token (0; 0; ŵ; 1) and runs the decoder on that
+    one new token against the cached keys and values of the sequence so far. Prompts are processed
+    ``chunk`` at a time to bound memory; ``threads`` CPU threads are used (see :func:`cpu_threads`).
+    """
+    return _rollout(model, X, y, k, chunk, threads, _estimates)
+
+
+def _uncached(model, X, y, k):
+    Z = embed(X.to(_device(model), _dtype(model)), y.to(_device(model), _dtype(model)))
+    out = []
+    for _ in range(k):
+        w_hat = model.reference_forward(Z)
+        out.append(w_hat)
+        Z = torch.cat([Z, estimate_token(w_hat)], dim=2)
+    return torch.stack(out, dim=1)
+
+
+def rollout_uncached(model: GPT2, X: torch.Tensor, y: torch.Tensor, k: int, *, chunk: int = 1024,
+                     threads: int | None = 1) -> torch.Tensor:
+    """:func:`rollout` recomputing the whole sequence through torch's module at every step (O(k²); the oracle)."""
+    return _rollout(model, X, y, k, chunk, threads, _uncached)
+
+
 # --------------------------------------------------------------------------- training and the checkpoint cache
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a trained model besides its architecture."""
+    """Everything that determines a trained model besides its architecture (module docstring)."""
 
     n_train: int
     chain_train: int = 3
@@ -256,6 +427,10 @@ class TrainConfig:
     batch: int = 64
     lr: float = 1e-3
     seed: int = 0
+    chain_sampling: str = "fixed"
+    loss_window: int = 0
+    prefix_loss: bool = False
+    curriculum: bool = False
 
     def __post_init__(self):
         checks.positive_int(self.n_train, "n_train")
@@ -264,10 +439,15 @@ class TrainConfig:
         checks.positive_int(self.batch, "batch")
         checks.positive_real(self.lr, "lr")
         checks.seed(self.seed)
+        checks.one_of(self.chain_sampling, ("fixed", "random"), "chain_sampling")
+        checks.nonnegative_int(self.loss_window, "loss_window")
+        for name in ("prefix_loss", "curriculum"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
 class Trained(NamedTuple):
-    """A trained model, its per-step training loss, whether it came from the cache, and the training time."""
+    """A trained model, its per-step training loss, whether it came from the cache, the training time, its file."""
 
     model: GPT2
     loss: np.ndarray
@@ -284,16 +464,44 @@ def cache_key(config: GPT2Config, train_config: TrainConfig, Lam) -> str:
         "train": {k: getattr(train_config, k) for k in train_config.__dataclass_fields__},
         "Lam": [float(f"{v:.12g}") for v in Lam.ravel()],
         "torch": torch.__version__.split("+")[0],
-        "version": 1,
+        "version": 2,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def chain_loss(model: GPT2, batch: prompts.Prompts, chain_train: int) -> torch.Tensor:
-    """Mean over the chain's ŵ_1 … ŵ_c and the prompts of ‖ŵ_i − w‖² / d."""
-    est = chain(model, batch.X, batch.y, chain_train)  # (b, c, d)
+def state_hash(model: GPT2) -> str:
+    """SHA-256 of a model's weights (names, shapes and float32 bytes in order): a checkpoint's fingerprint."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu", torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def chain_loss(model: GPT2, batch: prompts.Prompts, chain_train: int, loss_window: int = 0,
+               prefix_loss: bool = False) -> torch.Tensor:
+    """Mean over the chain's last ``loss_window`` estimates (0: all of ŵ_1 … ŵ_c) and the prompts of ‖ŵ_i − w‖² / d.
+
+    With a window, the applications before it run without gradients (truncated backpropagation
+    through the chain, as for looped transformers); their estimates still feed the window.
+
+    ``prefix_loss`` adds the same mean over the read-outs at the prompt's example tokens.
+    """
+    chain_train = checks.positive_int(chain_train, "chain_train")
+    loss_window = checks.nonnegative_int(loss_window, "loss_window")
+    X, y = _prompt(model, batch.X, batch.y, chain_train)
+    grad_from = chain_train - loss_window if loss_window else 0
+    out = _estimates(model, X, y, chain_train, all_positions=prefix_loss, grad_from=grad_from)
+    est, pre = out if prefix_loss else (out, None)
+    if loss_window:
+        est = est[:, -loss_window:]
     w = batch.w.to(est.device, est.dtype)[:, None, :]
-    return ((est - w) ** 2).mean()
+    loss = ((est - w) ** 2).mean()
+    if prefix_loss:
+        loss = loss + ((pre - w) ** 2).mean()
+    return loss
 
 
 def _lr_factor(t: int, steps: int) -> float:
@@ -304,23 +512,48 @@ def _lr_factor(t: int, steps: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def _chain_length(tc: TrainConfig, t: int) -> int:
+    if tc.chain_sampling == "fixed":
+        return tc.chain_train
+    g = np.random.default_rng([tc.seed, 7, t])
+    return int(g.integers(1, tc.chain_train + 1))
+
+
+def _curriculum(tc: TrainConfig, d: int, t: int) -> tuple[int, int]:
+    """(active dimension, prompt length) at step t."""
+    if not tc.curriculum:
+        return d, tc.n_train
+    f = min(1.0, t / max(1, tc.steps // 2))
+    d0 = max(1, math.ceil(d / 4))
+    d_t = int(round(d0 + f * (d - d0)))
+    return d_t, max(1, int(round(tc.n_train * d_t / d)))
+
+
 def train(config: GPT2Config, train_config: TrainConfig, Lam, *, device: str = "auto",
-          progress: bool = True, threads: int | None = 1) -> Trained:
+          progress: bool = True, threads: int | None = 1, stop_after: int | None = None) -> Trained:
     """Train a fresh :class:`GPT2` (no cache); deterministic on the CPU for a fixed configuration.
 
     On the CPU, training uses ``threads`` intra-op threads (see :func:`cpu_threads`;
-    ``None`` keeps torch's setting).
+    ``None`` keeps torch's setting). ``stop_after`` runs only the first steps of the same schedule
+    (its loss curve is then a prefix of the full run's; used to check stored runs).
     """
     Lam = checks.covariance(Lam, "Lam", d=config.d)
     tc = train_config
+    if config.positions == "learned":
+        per = 2 if config.tokens == "separate" else 1
+        need = per * tc.n_train + tc.chain_train
+        if need > config.max_len:
+            raise ValueError(f"max_len must cover the training chain: n_train and chain_train need {need} "
+                             f"positions, max_len is {config.max_len}")
     dev = resolve_device(device)
     torch.manual_seed(tc.seed)
     model = GPT2(config).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: _lr_factor(t, tc.steps))
-    losses = np.empty(tc.steps)
+    n_steps = tc.steps if stop_after is None else min(tc.steps, checks.nonnegative_int(stop_after, "stop_after"))
+    losses = np.empty(n_steps)
     start = time.perf_counter()
-    steps = range(tc.steps)
+    steps = range(n_steps)
     it = bar(steps, desc=f"GPT-2 n={tc.n_train} chain={tc.chain_train}") if progress else steps
     model.train()
     with cpu_threads(threads if dev.type == "cpu" else None):
@@ -330,17 +563,40 @@ def train(config: GPT2Config, train_config: TrainConfig, Lam, *, device: str = "
 
 
 def _loop(model, opt, sched, it, tc, Lam, dev, losses):
+    d = model.d
     for t in it:
-        batch = prompts.sample(Lam, tc.n_train, tc.batch, seed=tc.seed, stream="train", step=t,
-                               dtype=torch.float32)
+        d_t, n_t = _curriculum(tc, d, t)
+        batch = prompts.sample(Lam, n_t, tc.batch, seed=tc.seed, stream="train", step=t, dtype=torch.float32)
+        if d_t < d:
+            X, w = batch.X.clone(), batch.w.clone()
+            X[:, d_t:] = 0
+            w[:, d_t:] = 0
+            batch = prompts.Prompts(X, torch.einsum("bdn,bd->bn", X, w), w)
         batch = prompts.Prompts(*(a.to(dev) for a in batch))
         opt.zero_grad(set_to_none=True)
-        loss = chain_loss(model, batch, tc.chain_train)
+        c = _chain_length(tc, t)
+        loss = chain_loss(model, batch, c, min(tc.loss_window, c), tc.prefix_loss)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         losses[t] = loss.item()
+
+
+def _save(path: Path, out: Trained, config: GPT2Config, train_config: TrainConfig):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"state_dict": out.model.state_dict(), "loss": out.loss, "seconds": out.seconds,
+                "config": config.as_dict(), "train_config": train_config.__dict__}, tmp)
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+
+
+def _load(path: Path, config: GPT2Config, dev) -> Trained:
+    blob = torch.load(path, map_location=dev, weights_only=False)
+    model = GPT2(config).to(dev)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return Trained(model, np.asarray(blob["loss"]), True, float(blob["seconds"]), path)
 
 
 def load_or_train(config: GPT2Config, train_config: TrainConfig, Lam, *, cache_dir=None, cache: bool = True,
@@ -356,18 +612,50 @@ def load_or_train(config: GPT2Config, train_config: TrainConfig, Lam, *, cache_d
         return train(config, train_config, Lam, device=device, progress=progress, threads=threads)
     if not cache_dir:
         raise ValueError("cache_dir must name a folder for the trained models when cache is True")
-    folder = Path(cache_dir)
-    path = folder / f"{cache_key(config, train_config, Lam)}.pt"
+    path = Path(cache_dir) / f"{cache_key(config, train_config, Lam)}.pt"
     if path.is_file():
-        blob = torch.load(path, map_location=dev, weights_only=False)
-        model = GPT2(config).to(dev)
-        model.load_state_dict(blob["state_dict"])
-        model.eval()
-        return Trained(model, np.asarray(blob["loss"]), True, float(blob["seconds"]), path)
+        return _load(path, config, dev)
     out = train(config, train_config, Lam, device=device, progress=progress, threads=threads)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"state_dict": out.model.state_dict(), "loss": out.loss, "seconds": out.seconds,
-                "config": config.as_dict(), "train_config": train_config.__dict__}, tmp)
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    _save(path, out, config, train_config)
     return out._replace(path=path)
+
+
+def _worker(job):
+    config, train_config, Lam, cache_dir, device = job
+    torch.set_num_threads(1)
+    out = load_or_train(config, train_config, Lam, cache_dir=cache_dir, device=device, progress=False, threads=1)
+    return out.cached, out.seconds
+
+
+def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto") -> list[Trained]:
+    """:func:`load_or_train` for each ``(config, train_config, Lam)`` in ``jobs``, the missing ones in parallel.
+
+    Models not in ``cache_dir`` are trained by ``processes`` worker processes (spawned, one intra-op
+    thread each) and stored there; then every model is loaded from the cache, in the order of ``jobs``.
+    Each model is trained exactly as :func:`train` would (same seed, same result). On a GPU the
+    models are trained one after another in this process.
+    """
+    processes = checks.positive_int(processes, "processes")
+    if not cache_dir:
+        raise ValueError("cache_dir must name a folder for the trained models")
+    dev = resolve_device(device)
+    jobs = [(c, tc, checks.covariance(L, "Lam", d=c.d)) for c, tc, L in jobs]
+    paths = [Path(cache_dir) / f"{cache_key(c, tc, L)}.pt" for c, tc, L in jobs]
+    missing, seen = [], set()
+    for job, path in zip(jobs, paths):
+        if not path.is_file() and path not in seen:
+            seen.add(path)
+            missing.append((*job, str(cache_dir), device))
+    fresh = set()
+    if missing:
+        if processes == 1 or len(missing) == 1 or dev.type == "cuda":
+            for job in missing:
+                _worker(job)
+        else:
+            # longest first, so the pool ends together
+            order = sorted(missing, key=lambda j: -j[1].steps * (j[1].chain_train + 1) * j[1].n_train)
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(min(processes, len(order)), maxtasksperchild=None) as pool:
+                list(pool.imap_unordered(_worker, order))
+        fresh = {Path(j[3]) / f"{cache_key(j[0], j[1], j[2])}.pt" for j in missing}
+    return [_load(p, c, dev)._replace(cached=p not in fresh) for (c, _, _), p in zip(jobs, paths)]
