@@ -91,3 +91,78 @@ def test_from_map_and_applied_map_round_trip():
         lsa.from_map(np.ones((2, 3)))
     with pytest.raises(ValueError, match="cannot read its own estimate"):
         lsa.applied_map(lsa.LSA(3))
+
+
+def _structured_model(d, seed):
+    """A model with the map form's zeros but nothing else special: random V_{w,x}, M and c_y."""
+    g = torch.Generator().manual_seed(seed)
+    b = lsa.blocks(d)
+    V = torch.zeros(2 * d + 2, 2 * d + 2, dtype=torch.float64)
+    W = torch.zeros_like(V)
+    V[b.w, b.x] = -0.3 * torch.eye(d, dtype=torch.float64) + 0.05 * torch.randn(d, d, generator=g, dtype=torch.float64)
+    W[b.x, b.w] = torch.eye(d, dtype=torch.float64) + 0.1 * torch.randn(d, d, generator=g, dtype=torch.float64)
+    W[b.y, b.one] = -1.3
+    return lsa.LSA(d, V, W)
+
+
+def test_map_path_equals_the_token_chain():
+    L = cv.power_law(6, 0.8, rotate=True, seed=2)
+    P = prompts.sample(L, 15, 40, seed=4, stream="test")
+    rng = np.random.default_rng(0)
+    models = [lsa.closed_form(L, 20), lsa.closed_form(L, 20, c=3.0), lsa.from_map(rng.standard_normal((6, 6)) / 6, c=0.5),
+              _structured_model(6, 1)]
+    for model in models:
+        assert lsa.chain_map(model) is not None
+        tokens = lsa.rollout(model, P.X, P.y, 12)
+        full = lsa.rollout(model, P.X, P.y, 12, last_only=False)
+        for method in ("map", "auto"):
+            fast = lsa.rollout(model, P.X, P.y, 12, method=method)
+            assert fast.shape == tokens.shape == (40, 13, 6)
+            scale = tokens.abs().amax(dim=2, keepdim=True).clamp_min(1.0)
+            assert ((fast - tokens).abs() / scale).max() < 1e-11
+            assert ((fast - full).abs() / scale).max() < 1e-11
+    # the map A itself, independently: ŵ_{i+1} = ŵ_i − A(Ŝŵ_i − b)
+    A = rng.standard_normal((6, 6)) / 6
+    S = prompts.sample_covariance(P.X)
+    bvec = torch.einsum("bim,bm->bi", P.X, P.y) / 15
+    w_hat = torch.zeros(40, 6, dtype=torch.float64)
+    At = torch.as_tensor(A)
+    for _ in range(5):
+        w_hat = w_hat - (torch.einsum("bij,bj->bi", S, w_hat) - bvec) @ At.T
+    assert torch.allclose(lsa.rollout(lsa.from_map(A), P.X, P.y, 5, method="map")[:, 5], w_hat, rtol=0, atol=1e-12)
+
+
+def test_map_path_in_float32_and_refused_for_a_general_model():
+    L = np.eye(4)
+    P = prompts.sample(L, 10, 16, seed=0)
+    m32 = lsa.closed_form(L, 10, dtype=torch.float32)
+    fast = lsa.rollout(m32, P.X, P.y, 6, method="map")
+    assert fast.dtype == torch.float32
+    assert torch.allclose(fast, lsa.rollout(m32, P.X, P.y, 6), rtol=1e-5, atol=1e-6)
+    model = lsa.closed_form(L, 10)
+    b = lsa.blocks(4)
+    with torch.no_grad():
+        model.W[b.w, b.w] = 0.1 * torch.eye(4, dtype=torch.float64)  # estimate tokens now attend to each other
+    assert lsa.chain_map(model) is None
+    with pytest.raises(ValueError, match="method='map' needs a model"):
+        lsa.rollout(model, P.X, P.y, 3, method="map")
+    assert torch.equal(lsa.rollout(model, P.X, P.y, 3, method="auto"), lsa.rollout(model, P.X, P.y, 3))
+    with pytest.raises(ValueError, match="method must be"):
+        lsa.rollout(model, P.X, P.y, 3, method="fast")
+
+
+def test_token_path_equals_the_growing_matrix_for_a_general_model():
+    torch.manual_seed(3)
+    d = 3
+    model = lsa.LSA(d, V=0.1 * torch.randn(8, 8, dtype=torch.float64), W=0.1 * torch.randn(8, 8, dtype=torch.float64))
+    P = prompts.sample(np.eye(d), 7, 5, seed=1)
+    # oracle: the definition, written out on a growing token matrix
+    Z = prompts.embed(P.X, P.y)
+    want = [Z[:, d + 1: 2 * d + 1, -1]]
+    for _ in range(6):
+        out = Z + model.V @ Z @ (Z.transpose(1, 2) @ model.W @ Z) / 7
+        Z = torch.cat([Z, out[:, :, -1:]], dim=2)
+        want.append(out[:, d + 1: 2 * d + 1, -1])
+    want = torch.stack(want, dim=1).detach()
+    assert torch.allclose(lsa.rollout(model, P.X, P.y, 6), want, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(lsa.rollout(model, P.X, P.y, 6, method="auto"), want, rtol=1e-12, atol=1e-14)

@@ -18,7 +18,7 @@ from torch import nn
 from . import checks, theory
 from .prompts import embed
 
-__all__ = ["Blocks", "blocks", "LSA", "closed_form", "from_map", "applied_map", "structured_W", "rollout"]
+__all__ = ["Blocks", "blocks", "LSA", "closed_form", "from_map", "applied_map", "structured_W", "chain_map", "rollout"]
 
 
 class Blocks(NamedTuple):
@@ -138,29 +138,98 @@ def applied_map(model: LSA, c: float | None = None) -> np.ndarray:
         return (-c * model.V[b.w, b.x]).cpu().numpy().astype(np.float64)
 
 
+def chain_map(model: LSA):
+    """The map form of the model's chain, or None when its weights do not admit one.
+
+    When V is zero outside its (w-rows, x-columns) block and W is zero outside its (x-rows,
+    w-columns) block M and its (y-row, 1-column) entry c_y (as for :func:`closed_form`,
+    :func:`from_map` and any model trained with those zeros kept), an estimate token (0; 0; ŵ; 1)
+    attends only to the examples, every appended token keeps x = 0 and y = 0, and the chain is
+
+        ŵ ← ŵ + V_{w,x} (Ŝ M ŵ + c_y b),   Ŝ = X Xᵀ/m,  b = X y/m,
+
+    which for :func:`from_map` (V_{w,x} = −A/c, M = cI, c_y = −c) is ŵ ← ŵ − A(Ŝŵ − b).
+    Returns ``(V_wx, M, c_y)`` as tensors of the model's dtype.
+    """
+    b = blocks(model.d)
+    with torch.no_grad():
+        V, W = model.V.detach(), model.W.detach()
+        V_rest, W_rest = V.clone(), W.clone()
+        V_rest[b.w, b.x] = 0
+        W_rest[b.x, b.w] = 0
+        W_rest[b.y, b.one] = 0
+        if bool(V_rest.any()) or bool(W_rest.any()):
+            return None
+        return V[b.w, b.x], W[b.x, b.w], W[b.y, b.one]
+
+
 @torch.no_grad()
-def rollout(model: LSA, X: torch.Tensor, y: torch.Tensor, k: int, *, last_only: bool = True) -> torch.Tensor:
+def rollout(model: LSA, X: torch.Tensor, y: torch.Tensor, k: int, *, last_only: bool = True,
+            method: str = "tokens") -> torch.Tensor:
     """Test-time chain of thought, batched: returns ŵ_0 … ŵ_k, shape (batch, k+1, d).
 
     ``X`` (batch, d, m) and ``y`` (batch, m) may be tensors or numpy arrays; they must be finite.
     Starts from the embedding with ŵ_0 = 0; each application runs the model on the whole
     current token sequence, takes the last output column (0; 0; ŵ_i; 1) and *appends it
     to Z as a new token*. N stays the number of example columns m throughout.
-    ``last_only=False`` recomputes the full f(Z) each step (slower, same numbers).
+
+    ``method``: ``"tokens"`` (default) runs that chain on a token matrix allocated once at its
+    final size, (batch, 2d+2, m+k+1), each step filling the next column in place;
+    ``"map"`` runs the equal map form of :func:`chain_map` (O(d²) per step and prompt instead of
+    O((m+k) d); ValueError if the model's weights do not admit it); ``"auto"`` takes the map
+    form when the model admits it, else the tokens. ``last_only=False`` recomputes the full
+    f(Z) each step by :meth:`LSA.forward` on a growing matrix (slower, same numbers).
     """
     k = checks.nonnegative_int(k, "k")
-    X = checks.tensor(X, "X", ndim=3, dtype=model.V.dtype)
-    y = checks.tensor(y, "y", ndim=2, dtype=model.V.dtype)
+    if method not in ("tokens", "map", "auto"):
+        raise ValueError(f"method must be 'tokens', 'map' or 'auto', got {method!r}")
+    dtype = model.V.dtype
+    X = checks.tensor(X, "X", ndim=3, dtype=dtype)
+    y = checks.tensor(y, "y", ndim=2, dtype=dtype)
     if X.shape[1] != model.d:
         raise ValueError(f"X has feature dimension {X.shape[1]}, but the model has d = {model.d}")
-    m = X.shape[2]
-    checks.size(X.shape[0] * (2 * model.d + 2) * (m + k + 1), "k", "the growing token matrix of the chain")
-    Z = embed(X.to(model.V.dtype), y.to(model.V.dtype))
-    w = blocks(model.d).w
-    estimates = [Z[:, w, -1]]
-    for _ in range(k):  # k sequential model applications (a chain, not a batch)
-        out = model(Z, m, last_only=last_only)
-        last = out if last_only else out[:, :, -1]
-        Z = torch.cat([Z, last[:, :, None]], dim=2)
-        estimates.append(last[:, w])
-    return torch.stack(estimates, dim=1)
+    batch, d, m = X.shape
+    checks.size(batch * (2 * d + 2) * (m + k + 1), "k", "the token matrix of the chain")
+    w = blocks(d).w
+    if method != "tokens" and last_only:
+        form = chain_map(model)
+        if form is None and method == "map":
+            raise ValueError("method='map' needs a model whose V is zero outside its (w, x) block and whose W "
+                             "is zero outside its (x, w) block and (y, 1) entry (see chain_map)")
+        if form is not None:
+            checks.size(batch * d * d, "X", "the per-prompt d x d maps of the chain's map form")
+            return _map_rollout(form, X, y, k)
+    Z0 = embed(X, y)
+    if not last_only:
+        Z = Z0
+        estimates = [Z[:, w, -1]]
+        for _ in range(k):
+            last = model(Z, m)[:, :, -1]
+            Z = torch.cat([Z, last[:, :, None]], dim=2)
+            estimates.append(last[:, w])
+        return torch.stack(estimates, dim=1)
+    V, W = model.V.detach(), model.W.detach()
+    Z = Z0.new_zeros(batch, 2 * d + 2, m + k + 1)
+    Z[:, :, : m + 1] = Z0
+    for i in range(k):  # k sequential model applications (a chain, not a batch)
+        T = m + 1 + i  # tokens so far
+        Zt, z = Z[:, :, :T], Z[:, :, T - 1]
+        scores = torch.bmm((z @ W.T)[:, None, :], Zt)  # (W z_T)ᵀ Z: one score per token, (batch, 1, T)
+        mixed = torch.bmm(Zt, scores.transpose(1, 2))[:, :, 0]  # Z (Zᵀ W z_T)
+        Z[:, :, T] = z + mixed @ V.T / m  # the output's last column, appended as token T
+    return Z[:, w, m:].transpose(1, 2).contiguous()
+
+
+def _map_rollout(form, X, y, k):
+    """ŵ_0 = 0, ŵ_{i+1} = ŵ_i + V_wx (Ŝ M ŵ_i + c_y b): :func:`rollout`'s chain in map form."""
+    V_wx, M, c_y = form
+    batch, d, m = X.shape
+    S = torch.bmm(X, X.transpose(1, 2)) / m  # Ŝ, (batch, d, d)
+    K = V_wx @ S @ M  # per prompt: V_wx Ŝ M
+    h = (c_y / m) * torch.einsum("bim,bm->bi", X, y) @ V_wx.T  # c_y V_wx b
+    out = X.new_zeros(batch, k + 1, d)
+    w_hat = out[:, 0]
+    for i in range(k):
+        w_hat = w_hat + (torch.bmm(K, w_hat[:, :, None])[:, :, 0] + h)
+        out[:, i + 1] = w_hat
+    return out
