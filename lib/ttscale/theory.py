@@ -103,6 +103,8 @@ def _rescaled(Lam, Sigma):
     under- or overflowing on the way, and its square root is exact too.
     """
     e = -2 * int(np.round(np.log2(np.abs(Lam).max()) / 2))
+    if e == 0:  # the common case: nothing to scale, nothing to copy
+        return Lam, Sigma
     return np.ldexp(Lam, e), np.ldexp(Sigma, e)
 
 
