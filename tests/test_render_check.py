@@ -16,6 +16,8 @@ import pytest
 
 from ttbook import render_check
 
+pytest.importorskip("bs4")  # comes with the book's theme (pydata-sphinx-theme)
+
 CLEAN_BODY = """
 <h2>The error after <span class="math"><mjx-container>k</mjx-container></span> steps</h2>
 <p>Write <span class="math notranslate nohighlight"><mjx-container>Λ = U D U^T</mjx-container></span>
