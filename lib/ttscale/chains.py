@@ -76,7 +76,15 @@ def isotropic_power_traces(d: int, n_train: int, p: float, j_max: int) -> np.nda
     d, n, M = _moments(d, n_train, j_max)
     p = checks.finite_real(p, "p")
     t = _traces(d, n, p, int(j_max), M)
-    return np.array([float(t[j]) for j in range(int(j_max) + 1)])
+    return np.array([_float(t[j]) for j in range(int(j_max) + 1)])
+
+
+def _float(x) -> float:
+    """An exact rational as a float; +inf beyond the largest double (a diverging mean)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return float("inf") if x > 0 else float("-inf")
 
 
 def _needed(k, every_step):
@@ -112,7 +120,7 @@ def isotropic_chain_error(d: int, n_train: int, p: float, k: int, s: float = 1.0
         raise ValueError(f"every_step must be True or False, got {every_step!r}")
     d, n, M = _moments(d, n_train, 2 * k)
     t = _traces(d, n, checks.finite_real(p, "p"), 2 * k, M, _needed(k, every_step))
-    return float(_chain_value(t, d, k, Fraction(s), every_step))
+    return _float(_chain_value(t, d, k, Fraction(s), every_step))
 
 
 def optimal_isotropic_step(d: int, n_train: int, k: int, *, shrink: bool = False, every_step: bool = False):
@@ -135,7 +143,7 @@ def optimal_isotropic_step(d: int, n_train: int, k: int, *, shrink: bool = False
     def profile(p):
         t = _traces(d, n, p, 2 * k, M, needed)
         s = _best_s(t, d, k, every_step) if shrink else Fraction(1)
-        return float(_chain_value(t, d, k, s, every_step)), s
+        return _float(_chain_value(t, d, k, s, every_step)), s
 
     hi = 2.0
     if shrink:

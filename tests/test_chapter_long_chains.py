@@ -1,0 +1,41 @@
+"""The long-chains chapter runs with its smoke parameters, reproduces what its exact theory fixes
+(the one-step optimum is Γ⁻¹, the k-step optimum is more cautious and keeps improving on prompts of
+the training length, iterative Newton squares its residual), and refuses bad parameters with the
+library's sentence."""
+
+import pytest
+
+from ttbook import chapters, parameters
+from ttbook.results import glued
+
+
+def test_smoke_parameters_are_real_parameters():
+    assert set(chapters.smoke_parameters("long_chains")) <= set(chapters.default_parameters("long_chains"))
+
+
+@pytest.mark.slow
+def test_smoke_run_reproduces_the_exact_results():
+    g = glued(chapters.execute("long_chains", smoke=True))
+    assert float(g["lc_mc_z"]) < 5
+    assert g["lc_shrinks"] == "falls with every longer chain" and g["lc_opt_mono"] == "falls"
+    # d = 20, n = 10, k = 10: Γ⁻¹'s mean error diverges on prompts of the training length, P_k*'s does not
+    assert float(g["lc_gamma_err_last"]) == pytest.approx(81.0026, rel=1e-4)
+    assert float(g["lc_opt_err_last"]) == pytest.approx(10.3975, rel=1e-4)
+    assert float(g["lc_saa_excess"]) < 0.05
+    assert g["lc_ols_sentence"].startswith("Exact Newton (least squares) is exact to rounding")
+    assert g["lc_ns_cross"].startswith("from step")            # Newton–Schulz passes the linear chain
+    assert float(g["lc_poly_err"]) <= float(g["lc_pL_err"]) <= float(g["lc_gammaL_err"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params, message", [
+    ({"d": 1}, "parameter 'd' must be an int ≥ 2, got 1"),
+    ({"k_train": [3, 2]}, "k_train must be increasing"),
+    ({"saa_k": 4}, "parameter 'saa_k' must be an int in [1, 3]"),
+    ({"chain_losses": ["last", "last"]}, "chain_losses must not repeat a loss"),
+    ({"chain_steps": [10]}, "chain_steps and chain_lr must have the same length"),
+])
+def test_bad_parameter_stops_with_library_message(params, message):
+    with pytest.raises(ValueError) as err:
+        parameters.resolve("long_chains", params, smoke=True)
+    assert message in str(err.value)
