@@ -22,7 +22,7 @@ def test_hardness_chapter_runs_with_smoke_parameters():
     "params, message",
     [
         ({"m_test": 0}, "parameter 'm_test' must be an int ≥ 1, got 0"),
-        ({"hard_grid": [10.0, 50.0]}, "parameter 'hard_grid' must be a non-empty list of float ≥ d = 20"),
+        ({"hard_over_d": [0.5, 2.0]}, "parameter 'hard_over_d' must be a non-empty list of float ≥ 1"),
         ({"equal_r": [20]}, "every equal_r must be < d"),
         ({"target": 0.0}, "parameter 'target' must be a float > 0, got 0.0"),
         ({"ref_draws": 1}, "parameter 'ref_draws' must be an int ≥ 2, got 1"),

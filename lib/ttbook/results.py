@@ -62,7 +62,7 @@ def glued(nb) -> dict:
     return out
 
 
-_GLUE_REF = re.compile(r"\{glue(?::text)?\}`([A-Za-z0-9_]+)(?::[^`]*)?`")
+_GLUE_REF = re.compile(r"\{glue(?::text|:md)?\}`([A-Za-z0-9_]+)(?::[^`]*)?`")
 _ROLE = re.compile(r"\{[a-z:-]+\}`([^`]*)`")
 
 
