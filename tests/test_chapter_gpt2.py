@@ -2,6 +2,7 @@
 
 import papermill
 import pytest
+import torch
 
 from ttbook import chapters, parameters
 from ttbook.results import glued as _glued
@@ -28,6 +29,15 @@ def test_smoke_run_trains_then_hits_the_cache(tmp_path):
     ({"lr": 0.0}, "parameter 'lr' must be a float > 0, got 0.0"),
     ({"n_train": [4, 0]}, "parameter 'n_train' must be a non-empty list of int ≥ 1"),
     ({"device": "tpu"}, "parameter 'device' must be one of"),
+    ({"n_seeds": 1}, "parameter 'n_seeds' must be an int ≥ 2, got 1"),
+    ({"processes": 0}, "parameter 'processes' must be an int in [1, 16], got 0"),
+    ({"skew_normalise": "sum"}, "parameter 'skew_normalise' must be one of"),
+    ({"chain_sampling": "poisson"}, "parameter 'chain_sampling' must be one of"),
+    ({"loss_window": -1}, "parameter 'loss_window' must be an int ≥ 0, got -1"),
+    ({"tokens": "pairs"}, "parameter 'tokens' must be one of"),
+    ({"positions": "sinusoid"}, "parameter 'positions' must be one of"),
+    ({"init": "xavier"}, "parameter 'init' must be one of"),
+    ({"prefix_loss": 1}, "parameter 'prefix_loss' must be"),
 ])
 def test_bad_parameter_is_refused(params, msg):
     with pytest.raises(ValueError) as err:  # decided before a kernel starts (tests/test_domains.py: and in the chapter)
@@ -39,3 +49,19 @@ def test_a_width_that_is_not_a_multiple_of_the_heads_stops_at_the_top():
     with pytest.raises(papermill.PapermillExecutionError, match="width must be a multiple of n_head") as info:
         chapters.execute("gpt2", {"width": 30, "n_head": 4}, smoke=True)
     assert info.value.exec_count <= 4  # imports, parameters, injected parameters, validation
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without CUDA")
+def test_cuda_without_a_gpu_stops_at_the_top():
+    with pytest.raises(papermill.PapermillExecutionError, match="device must be 'auto' or 'cpu' on a machine without CUDA") as info:
+        chapters.execute("gpt2", {"device": "cuda"}, smoke=True)
+    assert info.value.exec_count <= 4
+
+
+def test_literature_options_run_and_are_reported(tmp_path):
+    """Every option of the literature on at once, at smoke size: the chapter completes and says which are on."""
+    params = {"cache_dir": str(tmp_path), "tokens": "separate", "positions": "learned", "prefix_loss": True,
+              "curriculum": True, "init": "gpt2"}
+    got = _glued(chapters.execute("gpt2", params, smoke=True))
+    for name in ("tokens = 'separate'", "positions = 'learned'", "prefix_loss = True", "curriculum = True", "init = 'gpt2'"):
+        assert name in got["gpt2_options"]
