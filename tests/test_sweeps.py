@@ -174,7 +174,8 @@ def test_resume_after_an_interrupted_sweep(tmp_path):
     args = [sys.executable, "-m", "ttbook", "sweep", "intro", "--smoke", "-p", "seed", "0,1,2", "--workers", "1",
             "--dir", "sw"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,  # Ctrl-C as a terminal sends it, even when pytest itself runs
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # in the background
     reports = lambda: sorted((tmp_path / "sw/runs").glob("*/intro.json"))  # noqa: E731
     deadline = time.time() + 600
     kernels = set()
