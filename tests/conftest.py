@@ -6,20 +6,9 @@ os.environ.setdefault("TTSCALE_QUIET", "1")
 
 import pytest
 
-BOOM = '''---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-    format_version: 0.13
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
-smoke:
-  d: 3
----
+from fake_chapters import front_matter
 
+BOOM = front_matter("smoke:\n  d: 3\n") + '''
 # A chapter that fails when asked to
 
 ```{code-cell} ipython3

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from ttbook import parameters
+from fake_chapters import front_matter
 
 
 def cli(*args, cwd, timeout=600):
@@ -146,18 +147,7 @@ def test_the_book_is_found_from_the_environment_and_bad_roots_are_named(tmp_path
     assert chapters.find_root(tmp_path / "book") == tmp_path.resolve()
 
 
-THREADS = '''---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-    format_version: 0.13
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+THREADS = front_matter() + '''
 # A chapter that reports its kernel's thread settings
 
 ```{code-cell} ipython3

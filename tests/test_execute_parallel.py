@@ -6,21 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from fake_chapters import front_matter
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "execute_parallel.py"
 
-CHAPTER = '''---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-    format_version: 0.13
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+CHAPTER = front_matter() + '''
 # Chapter {name}
 
 ```{{code-cell}} ipython3
