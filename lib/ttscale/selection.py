@@ -66,6 +66,22 @@ def surrogate_objective(Lams, weights, Sigma) -> float:
     return float(np.sum(R * R))
 
 
+def _solve_on_simplex(problem, pi, solver: str, what: str, n: int, *, osqp_eps: float, osqp_iter: int) -> np.ndarray:
+    """Solve a cvxpy QP over the simplex with tight tolerances (the weights, not only the objective,
+    are the answer); its weights, clipped at 0 and renormalised."""
+    import cvxpy as cp  # only when a QP is solved: importing the solver stack is slow
+    kwargs = {
+        "CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12},
+        "OSQP": {"eps_abs": osqp_eps, "eps_rel": osqp_eps, "max_iter": osqp_iter},
+        "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
+    }[solver]
+    problem.solve(solver=getattr(cp, solver), **kwargs)
+    if problem.status not in ("optimal", "optimal_inaccurate") or pi.value is None:
+        raise RuntimeError(f"the {what} QP did not solve ({solver}: {problem.status})")
+    w = np.clip(np.asarray(pi.value, dtype=np.float64), 0.0, None)
+    return validate_weights(w / w.sum(), n, f"{what} weights")
+
+
 class SurrogateSelector:
     """The surrogate QP for a fixed number of types and d, compiled once and re-solved.
 
@@ -88,23 +104,13 @@ class SurrogateSelector:
 
     def solve(self, Lams, Sigma) -> Selection:
         """The surrogate-optimal mixture for these tasks and this target."""
-        import cvxpy as cp
-
         Lams, _ = validate_tasks(Lams)
         if Lams.shape[0] != self.n_types or Lams.shape[1] != self.d:
             raise ValueError(f"Lams must hold {self.n_types} tasks of dimension {self.d}, got {Lams.shape[0]} of {Lams.shape[1]}")
         _, Si = _sigma_inverse(Sigma, self.d)
         self._B.value = np.einsum("ij,ljk->ikl", Si, Lams).reshape(self.d * self.d, self.n_types)
-        kwargs = {  # tight tolerances: the weights, not only the objective, are the answer
-            "CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12},
-            "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200_000},
-            "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
-        }[self.solver]
-        self._problem.solve(solver=getattr(cp, self.solver), **kwargs)
-        if self._problem.status not in ("optimal", "optimal_inaccurate") or self._pi.value is None:
-            raise RuntimeError(f"the surrogate QP did not solve ({self.solver}: {self._problem.status})")
-        pi = np.clip(np.asarray(self._pi.value, dtype=np.float64), 0.0, None)
-        pi = validate_weights(pi / pi.sum(), self.n_types, "surrogate weights")
+        pi = _solve_on_simplex(self._problem, self._pi, self.solver, "surrogate", self.n_types, osqp_eps=1e-9,
+                               osqp_iter=200_000)
         return Selection(pi, surrogate_objective(Lams, pi, Sigma), f"cvxpy/{self.solver}")
 
 
@@ -355,8 +361,6 @@ class PoolSelector:
 
     def solve(self, S, Sigma) -> Selection:
         """The pool-optimal weights (one per prompt) for this pool and this target."""
-        import cvxpy as cp
-
         S = validate_pool(S)
         if S.shape[0] != self.n_prompts or S.shape[1] != self.d:
             raise ValueError(f"S must hold {self.n_prompts} prompts of dimension {self.d}, got {S.shape[0]} of {S.shape[1]}")
@@ -365,16 +369,8 @@ class PoolSelector:
         Q = B.T @ B
         self._Q.value = (Q + Q.T) / 2
         self._c.value = B.T @ np.eye(self.d).ravel()
-        kwargs = {
-            "CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12},
-            "OSQP": {"eps_abs": 1e-10, "eps_rel": 1e-10, "max_iter": 400_000},
-            "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
-        }[self.solver]
-        self._problem.solve(solver=getattr(cp, self.solver), **kwargs)
-        if self._problem.status not in ("optimal", "optimal_inaccurate") or self._pi.value is None:
-            raise RuntimeError(f"the pool QP did not solve ({self.solver}: {self._problem.status})")
-        pi = np.clip(np.asarray(self._pi.value, dtype=np.float64), 0.0, None)
-        pi = validate_weights(pi / pi.sum(), self.n_prompts, "pool weights")
+        pi = _solve_on_simplex(self._problem, self._pi, self.solver, "pool", self.n_prompts, osqp_eps=1e-10,
+                               osqp_iter=400_000)
         return Selection(pi, pool_objective(S, pi, Sigma), f"cvxpy/{self.solver}")
 
 
