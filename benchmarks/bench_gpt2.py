@@ -36,18 +36,7 @@ import torch  # noqa: E402
 from ttscale import covariances, gpt2, prompts  # noqa: E402
 
 
-def paired(fns: dict, repeat: int = 3, budget: float = 60.0) -> dict:
-    """Best-of-``repeat`` seconds of each function, run in alternation; stops early after ``budget`` seconds."""
-    best = {name: float("inf") for name in fns}
-    start = time.perf_counter()
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-        if time.perf_counter() - start > budget:
-            break
-    return best
+from bench_core import paired  # noqa: E402  (this folder is on sys.path when run as a script)
 
 
 def reference_chain_loss(model, batch, c):
