@@ -51,6 +51,35 @@ def test_covariance_definite_and_dimension():
         checks.covariance(np.eye(2), "Sigma", d=3)
 
 
+@pytest.mark.parametrize("d", [2, 30])
+def test_covariance_tolerance_boundary_is_the_documented_one(d):
+    # Smallest eigenvalue just inside / just outside -PSD_RTOL * scale (semi-definite) and
+    # +PSD_RTOL * scale (definite), in a rotated basis so that no diagonal is read off directly.
+    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((d, d)))
+    t = checks.PSD_RTOL  # scale is max |entry|, about 1 here
+
+    def rotated(lam_min):
+        lam = np.linspace(1.0, 2.0, d)
+        lam[0] = lam_min
+        a = (Q * lam) @ Q.T
+        return (a + a.T) / 2, np.abs(a).max()
+
+    a, scale = rotated(-0.5 * t)
+    checks.covariance(a)
+    a, scale = rotated(-3 * t * 2.0)
+    with pytest.raises(ValueError, match="positive semi-definite, but its smallest eigenvalue is -"):
+        checks.covariance(a)
+    a, scale = rotated(3 * t * 2.0)
+    checks.covariance(a, definite=True)
+    a, scale = rotated(0.5 * t)
+    with pytest.raises(ValueError, match="positive definite .invertible. here"):
+        checks.covariance(a, definite=True)
+    checks.covariance(a)  # ... and still semi-definite
+    # The returned matrix is the symmetrised input, not the jittered copy used by the check.
+    a, _ = rotated(0.0)
+    assert np.array_equal(checks.covariance(a), (a + a.T) / 2)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, "x", True])
 def test_finite_real(bad):
     with pytest.raises(ValueError, match="lr must"):
@@ -80,3 +109,24 @@ def test_the_maths_imports_no_book_machinery():
     assert out.returncode == 0, out.stderr
     count, _, bad = out.stdout.strip().partition(" ")
     assert int(count) >= 10 and bad == "", f"the maths imported {bad}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 777, -1])
+def test_tensor_refuses_any_non_finite_entry(dtype, bad, where):
+    import torch
+
+    x = torch.zeros(3, 20, 40, dtype=getattr(torch, dtype))
+    checks.tensor(x, "X")  # all finite
+    x.view(-1)[where] = bad
+    with pytest.raises(ValueError, match="X must have finite entries"):
+        checks.tensor(x, "X")
+
+
+def test_tensor_accepts_empty_and_extremes():
+    import torch
+
+    checks.tensor(torch.zeros(0, 3), "X")
+    big = torch.tensor([np.finfo(np.float64).max, -np.finfo(np.float64).max, 0.0])
+    assert checks.tensor(big, "X") is not None

@@ -238,21 +238,54 @@ def trace_expectation(B, Sigma, m: int) -> float:
     for b in mats:
         if b.shape != (d, d) or not np.all(np.isfinite(b)):
             raise ValueError(f"every matrix in B must be a finite {d} x {d} matrix (Sigma is {d} x {d}), got shape {b.shape}")
-    BS = [b @ Sigma for b in mats]
-    BtS = [b.T @ Sigma for b in mats]
-    total = 0.0
-    cache: dict[tuple, float] = {}
-    for expo, cycles in pairings(r):
-        value = 1.0
-        for cyc in cycles:
-            v = cache.get(cyc)
-            if v is None:
-                prod = None
-                for t, tr in cyc:
-                    f = BtS[t] if tr else BS[t]
-                    prod = f if prod is None else prod @ f
-                v = cache[cyc] = float(np.trace(prod))
-            value *= v
-        total += value * float(m) ** expo
-    return total
+    # factor 2t is B_t Σ, factor 2t + 1 is B_tᵀ Σ; a cycle's value is the trace of its factors' product
+    F = np.stack([f for b in mats for f in (b @ Sigma, b.T @ Sigma)])
+    levels, heads, lasts, index, expos = _plan(r)
+    # prefix products level by level, each one a batched product of a parent prefix and a factor
+    prefix = np.eye(d)[None]
+    for parents, factors in levels:
+        prefix = np.concatenate([prefix, prefix[parents] @ F[factors]])
+    values = np.append(np.einsum("nij,nji->n", prefix[heads], F[lasts]), 1.0)  # last slot: padding
+    return float(values[index].prod(axis=1) @ float(m) ** expos)
 
+
+@lru_cache(maxsize=None)
+def _plan(r: int):
+    """:func:`pairings` of r factors as arrays for :func:`trace_expectation`.
+
+    A cycle's trace is unchanged by rotation and by reading it backwards with every factor
+    transposed (tr(B Σ C Σ) = tr(Cᵀ Σ Bᵀ Σ)), so each cycle is stored once in its smallest form.
+    Its trace is tr(H f), H the product of all but its last factor f: the heads are built as a
+    tree of prefix products (``levels``: per length, the parent prefix and the factor appended;
+    prefix 0 is I). Returns (levels, head of each distinct cycle, its last factor, a (pairings,
+    most cycles) index into the distinct cycles padded with a slot holding 1, exponents of m).
+    Factor codes: 2t for B_t Σ, 2t + 1 for B_tᵀ Σ.
+    """
+    def canonical(cyc):
+        back = tuple((t, not tr) for t, tr in reversed(cyc))
+        return min(c[i:] + c[:i] for c in (cyc, back) for i in range(len(c)))
+
+    rows = [(expo, [canonical(c) for c in cycles]) for expo, cycles in pairings(r)]
+    distinct = sorted({c for _, cs in rows for c in cs})
+    where = {c: i for i, c in enumerate(distinct)}
+    width = max(len(cs) for _, cs in rows)
+    index = np.full((len(rows), width), len(distinct), dtype=np.intp)
+    for row, (_, cs) in enumerate(rows):
+        index[row, : len(cs)] = [where[c] for c in cs]
+    expos = np.array([expo for expo, _ in rows], dtype=np.float64)
+
+    def code(f):
+        return 2 * f[0] + int(f[1])
+
+    node = {(): 0}
+    levels = []
+    for length in range(1, max(len(c) for c in distinct)):
+        parents, factors = [], []
+        for h in sorted({c[:length] for c in distinct if len(c) > length}):
+            node[h] = len(node)
+            parents.append(node[h[:-1]])
+            factors.append(code(h[-1]))
+        levels.append((np.array(parents, dtype=np.intp), np.array(factors, dtype=np.intp)))
+    heads = np.array([node[c[:-1]] for c in distinct], dtype=np.intp)
+    lasts = np.array([code(c[-1]) for c in distinct], dtype=np.intp)
+    return tuple(levels), heads, lasts, index, expos
