@@ -17,13 +17,17 @@ BOOM = front_matter("smoke:\n  d: 3\n") + '''
 d = 4          # a size | int ≥ 1
 fail_at = 0    # the d whose run raises (0: none) | int ≥ 0
 seed = 0       # seed | int ≥ 0
+nap = 0.0      # seconds the run sleeps first (a run long enough to interrupt) | float ≥ 0
 ```
 
 ```{code-cell} ipython3
+import time
+
 from myst_nb import glue
 from ttbook.parameters import enforce
 
 enforce("boom", globals())
+time.sleep(nap)
 if d == fail_at:
     raise ValueError(f"d = {d} fails on purpose")
 glue("boom_d", d, display=False)
