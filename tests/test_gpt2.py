@@ -405,6 +405,26 @@ def test_train_many_in_processes_equals_training_alone(tmp_path):
         gpt2.train_many(jobs, cache_dir=tmp_path, processes=0)
 
 
+def test_train_many_rolls_out_in_the_workers_as_rollout_would(tmp_path):
+    """test=(X, y, k): each worker's rollout equals rollout() of the loaded model, bit for bit, stored models too."""
+    Lam = covariances.identity(D)
+    p = prompts.sample(Lam, 6, 5, seed=3, stream="test")
+    jobs = [(tiny(), tc(steps=4, seed=s), Lam) for s in (0, 1)] + [(tiny(), tc(steps=4, seed=0), Lam)]
+    for round_ in range(2):   # first trains, then loads from the cache
+        many = gpt2.train_many(jobs, cache_dir=tmp_path, processes=2, device="cpu", test=(p.X, p.y, 3))
+        assert [t.cached for t in many] == [bool(round_)] * 3
+        for got in many:
+            assert got.estimates.shape == (5, 4, D)
+            torch.testing.assert_close(got.estimates, gpt2.rollout(got.model, p.X, p.y, 3), rtol=0, atol=0)
+        assert torch.equal(many[0].estimates, many[2].estimates) and not torch.equal(many[0].estimates, many[1].estimates)
+    assert all(t.estimates is None for t in gpt2.train_many(jobs, cache_dir=tmp_path, processes=2, device="cpu"))
+    with pytest.raises(ValueError, match="X must have shape"):   # refused before any training
+        gpt2.train_many(jobs, cache_dir=tmp_path / "new", processes=2, device="cpu", test=(p.X[:, :2], p.y, 3))
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="test must be a tuple"):
+        gpt2.train_many(jobs, cache_dir=tmp_path, test=[p.X, p.y, 3])
+
+
 # --- the stored larger run ---------------------------------------------------------------------
 
 def _stored_tool():

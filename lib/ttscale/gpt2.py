@@ -318,18 +318,22 @@ def _device(model: GPT2) -> torch.device:
 
 def _prompt(model: GPT2, X, y, k: int):
     """Check a batch of prompts for the decoder (tensors or numpy arrays, finite) and the chain's length."""
+    return _prompt_for(model.config, X, y, k)
+
+
+def _prompt_for(config: GPT2Config, X, y, k: int):
     X = checks.tensor(X, "X", ndim=3)
     y = checks.tensor(y, "y", ndim=2, dtype=X.dtype)
-    if X.shape[1] != model.d or y.shape != (X.shape[0], X.shape[2]):
-        raise ValueError(f"X must have shape (batch, d = {model.d}, m) and y (batch, m), got "
+    if X.shape[1] != config.d or y.shape != (X.shape[0], X.shape[2]):
+        raise ValueError(f"X must have shape (batch, d = {config.d}, m) and y (batch, m), got "
                          f"{tuple(X.shape)} and {tuple(y.shape)}")
-    per = 2 if model.config.tokens == "separate" else 1
+    per = 2 if config.tokens == "separate" else 1
     T = per * X.shape[2] + k + 1
-    checks.size(min(X.shape[0], 1024) * model.config.n_head * T ** 2, "k",
+    checks.size(min(X.shape[0], 1024) * config.n_head * T ** 2, "k",
                 "the attention scores (chunk x heads x tokens²) of the chain's longest sequence")
-    if model.config.positions == "learned" and T - 1 > model.config.max_len:
+    if config.positions == "learned" and T - 1 > config.max_len:
         raise ValueError(f"k is too large for the learned position table: the chain needs {T - 1} positions, "
-                         f"max_len is {model.config.max_len}")
+                         f"max_len is {config.max_len}")
     return X, y
 
 
@@ -447,13 +451,17 @@ class TrainConfig:
 
 
 class Trained(NamedTuple):
-    """A trained model, its per-step training loss, whether it came from the cache, the training time, its file."""
+    """A trained model, its per-step training loss, whether it came from the cache, the training time, its file.
+
+    ``estimates`` is the test-time rollout :func:`train_many` computed in the worker when asked (else None).
+    """
 
     model: GPT2
     loss: np.ndarray
     cached: bool
     seconds: float
     path: Path | None
+    estimates: torch.Tensor | None = None
 
 
 def cache_key(config: GPT2Config, train_config: TrainConfig, Lam) -> str:
@@ -621,41 +629,70 @@ def load_or_train(config: GPT2Config, train_config: TrainConfig, Lam, *, cache_d
 
 
 def _worker(job):
-    config, train_config, Lam, cache_dir, device = job
+    config, train_config, Lam, cache_dir, device, test = job
     torch.set_num_threads(1)
     out = load_or_train(config, train_config, Lam, cache_dir=cache_dir, device=device, progress=False, threads=1)
-    return out.cached, out.seconds
+    est = None if test is None else rollout(out.model, *test, threads=1)
+    return out.cached, out.seconds, est
 
 
-def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto") -> list[Trained]:
+def _cost(job) -> float:
+    """A rough relative cost of training a job (0 when it is already stored): for longest-first scheduling."""
+    c, tc, _, cache_dir, _, _ = job
+    if (Path(cache_dir) / f"{cache_key(c, tc, job[2])}.pt").is_file():
+        return 0.0
+    mean_chain = (tc.chain_train + 1) / 2 if tc.chain_sampling == "random" else tc.chain_train
+    return tc.steps * tc.batch * (tc.n_train + mean_chain) * c.n_layer * c.width
+
+
+def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", test=None) -> list[Trained]:
     """:func:`load_or_train` for each ``(config, train_config, Lam)`` in ``jobs``, the missing ones in parallel.
 
     Models not in ``cache_dir`` are trained by ``processes`` worker processes (spawned, one intra-op
     thread each) and stored there; then every model is loaded from the cache, in the order of ``jobs``.
     Each model is trained exactly as :func:`train` would (same seed, same result). On a GPU the
     models are trained one after another in this process.
+
+    ``test = (X, y, k)`` also runs :func:`rollout` of every model on those prompts inside the workers
+    (stored models too), one thread each, and returns it as each result's ``estimates``: the same
+    numbers as calling :func:`rollout` afterwards, computed in parallel.
     """
     processes = checks.positive_int(processes, "processes")
     if not cache_dir:
         raise ValueError("cache_dir must name a folder for the trained models")
     dev = resolve_device(device)
     jobs = [(c, tc, checks.covariance(L, "Lam", d=c.d)) for c, tc, L in jobs]
+    if test is not None:
+        if not (isinstance(test, tuple) and len(test) == 3):
+            raise ValueError(f"test must be a tuple (X, y, k), got {type(test).__name__}")
+        X, y, k = test
+        k = checks.nonnegative_int(k, "k")
+        for c in {c for c, _, _ in jobs}:   # bad test prompts are refused before any training
+            X, y = _prompt_for(c, X, y, k)
+        test = (X, y, k)
     paths = [Path(cache_dir) / f"{cache_key(c, tc, L)}.pt" for c, tc, L in jobs]
-    missing, seen = [], set()
+    todo, seen = [], set()
     for job, path in zip(jobs, paths):
-        if not path.is_file() and path not in seen:
+        if (test is not None or not path.is_file()) and path not in seen:
             seen.add(path)
-            missing.append((*job, str(cache_dir), device))
-    fresh = set()
-    if missing:
-        if processes == 1 or len(missing) == 1 or dev.type == "cuda":
-            for job in missing:
-                _worker(job)
+            todo.append((*job, str(cache_dir), device, test))
+    fresh, estimates = set(), {}
+    if todo:
+        was_stored = {Path(j[3]) / f"{cache_key(j[0], j[1], j[2])}.pt" for j in todo if _cost(j) == 0.0}
+        if processes == 1 or len(todo) == 1 or dev.type == "cuda":
+            results = [_worker(job) for job in todo]
         else:
-            # longest first, so the pool ends together
-            order = sorted(missing, key=lambda j: -j[1].steps * (j[1].chain_train + 1) * j[1].n_train)
+            order = sorted(range(len(todo)), key=lambda i: -_cost(todo[i]))   # longest first: the pool ends together
             ctx = mp.get_context("spawn")
-            with ctx.Pool(min(processes, len(order)), maxtasksperchild=None) as pool:
-                list(pool.imap_unordered(_worker, order))
-        fresh = {Path(j[3]) / f"{cache_key(j[0], j[1], j[2])}.pt" for j in missing}
-    return [_load(p, c, dev)._replace(cached=p not in fresh) for (c, _, _), p in zip(jobs, paths)]
+            with ctx.Pool(min(processes, len(todo)), maxtasksperchild=None) as pool:
+                done = pool.map(_worker, [todo[i] for i in order], chunksize=1)
+            results = [None] * len(todo)
+            for i, r in zip(order, done):
+                results[i] = r
+        for job, (_, _, est) in zip(todo, results):
+            path = Path(job[3]) / f"{cache_key(job[0], job[1], job[2])}.pt"
+            estimates[path] = est
+            if path not in was_stored:
+                fresh.add(path)
+    return [_load(p, c, dev)._replace(cached=p not in fresh, estimates=estimates.get(p))
+            for (c, _, _), p in zip(jobs, paths)]
