@@ -222,3 +222,18 @@ def test_population_loss_matches_the_lsa_built_from_A(tasks):
     assert mixtures.population_loss(A + 0.01 * np.eye(D), Lams, ns, pi) > pred
 
 
+
+
+def test_sampler_draws_what_prompts_sample_draws(tasks):
+    """The sampler caches each type's factor, but its batches are prompts.sample's, bit for bit."""
+    Lams, ns = tasks
+    pi = [0.2, 0.5, 0.3]
+    s = mixtures.mixture_sampler(Lams, ns, pi, batch=50, seed=4, stream="eval")
+    for step in (0, 3, 11):
+        counts = mixtures.mixture_counts(pi, 50, 4, step)
+        expected = [prompts.sample(Lams[l], int(ns[l]), int(c), seed=4, stream="eval", step=step * len(Lams) + l)
+                    for l, c in enumerate(counts) if c > 0]
+        got = s(step)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert torch.equal(g.X, e.X) and torch.equal(g.y, e.y) and torch.equal(g.w, e.w)

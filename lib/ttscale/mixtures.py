@@ -160,11 +160,28 @@ def mixture_sampler(Lams, n_trains, weights, batch: int, seed: int = 0, stream: 
     seed = checks.seed(seed)
     checks.one_of(stream, prompts.STREAMS, "stream")
     L = len(Lams)
+    import torch
+
+    # What prompts.sample recomputes at every call, computed once per type: its validation of Λ_ℓ
+    # and the square-root factor (an eigendecomposition). The draws below are prompts.sample's own
+    # (same generator, same order of draws, same arithmetic), so the batches are identical to
+    # prompts.sample's (tested); a training run calls the sampler hundreds of times.
+    factors = [torch.as_tensor(prompts._sqrt_factor(checks.covariance(Lam, f"Lams[{l}]")), dtype=torch.float64)
+               for l, Lam in enumerate(Lams)]
+    probs = pi / pi.sum()   # as mixture_counts normalises
+    d = Lams.shape[1]
+
+    def draw(l: int, count: int, step: int) -> prompts.Prompts:
+        checks.size(count * d * int(ns[l]), "batch", "the (batch, d, n) feature tensor")
+        g = prompts.generator(seed, stream, step * L + l)
+        w = torch.randn(count, d, generator=g, dtype=torch.float64)
+        X = factors[l] @ torch.randn(count, d, int(ns[l]), generator=g, dtype=torch.float64)
+        return prompts.Prompts(X, torch.einsum("bdn,bd->bn", X, w), w)
 
     def sampler(step: int):
-        counts = mixture_counts(pi, batch, seed, step)
-        return [prompts.sample(Lams[l], int(ns[l]), int(c), seed=seed, stream=stream, step=step * L + l)
-                for l, c in enumerate(counts) if c > 0]
+        step = checks.nonnegative_int(step, "step")
+        counts = np.random.default_rng([seed, 7, step]).multinomial(batch, probs)
+        return [draw(l, int(c), step) for l, c in enumerate(counts) if c > 0]
 
     return sampler
 

@@ -19,15 +19,17 @@ from typing import NamedTuple
 import numpy as np
 
 from . import checks, theory
-from .mixtures import validate_tasks, validate_weights
+from .mixtures import WEIGHT_ATOL, validate_tasks, validate_weights
 
 __all__ = [
     "Selection",
     "SOLVERS",
     "surrogate_objective",
+    "surrogate_objectives",
     "select_surrogate",
     "SurrogateSelector",
     "exact_objective",
+    "exact_objectives",
     "exact_gradient",
     "select_exact",
     "validate_pool",
@@ -64,6 +66,34 @@ def surrogate_objective(Lams, weights, Sigma) -> float:
     _, Si = _sigma_inverse(Sigma, d)
     R = np.eye(d) - Si @ np.einsum("l,lij->ij", pi, Lams)
     return float(np.sum(R * R))
+
+
+def _weight_rows(weights, n_types: int) -> np.ndarray:
+    """A stack (G, L) of weight vectors, each checked as :func:`validate_weights` checks one."""
+    W = np.asarray(weights, dtype=np.float64) if not isinstance(weights, np.ndarray) else weights.astype(np.float64)
+    if W.ndim != 2 or W.shape[1] != n_types or W.shape[0] == 0:
+        raise ValueError(f"weights must be a stack (G, {n_types}) of probability vectors, got shape {W.shape}")
+    if not np.all(np.isfinite(W)):
+        raise ValueError("weights must be finite (no NaN or inf)")
+    if W.min() < -WEIGHT_ATOL:
+        raise ValueError(f"weights must be non-negative, got minimum {W.min():.3g}")
+    sums = W.sum(axis=1)
+    if np.any(np.abs(sums - 1.0) > WEIGHT_ATOL):
+        i = int(np.argmax(np.abs(sums - 1.0)))
+        raise ValueError(f"weights[{i}] must sum to 1 (a probability vector), got sum {sums[i]:.6g}")
+    W = np.clip(W, 0.0, None)
+    return W / W.sum(axis=1, keepdims=True)
+
+
+def surrogate_objectives(Lams, weights, Sigma) -> np.ndarray:
+    """:func:`surrogate_objective` at each row of a stack ``weights`` (G, L), vectorised (e.g. a grid)."""
+    Lams, _ = validate_tasks(Lams)
+    W = _weight_rows(weights, len(Lams))
+    d = Lams.shape[1]
+    _, Si = _sigma_inverse(Sigma, d)
+    B = np.einsum("ij,ljk->lik", Si, Lams).reshape(len(Lams), d * d)   # row l: vec(Σ⁻¹Λ_ℓ)
+    R = np.eye(d).ravel()[None, :] - W @ B
+    return np.einsum("gi,gi->g", R, R)
 
 
 def _solve_on_simplex(problem, pi, solver: str, what: str, n: int, *, osqp_eps: float, osqp_iter: int) -> np.ndarray:
@@ -130,15 +160,18 @@ def _inverse_psd(M):
     smallest pivot is below 1e-6 of its largest (condition number above 1e12, where ``pinv``
     would start truncating) counts as singular.
     """
-    from scipy.linalg import LinAlgError, cho_factor, cho_solve
+    from scipy.linalg import lapack
 
-    try:
-        c, low = cho_factor(M, check_finite=False)
+    # LAPACK directly (potrf, then potri from the same factor): scipy.linalg's wrappers cost more
+    # than the factorisation of a 20 x 20 matrix, and SLSQP asks for thousands of them.
+    c, info = lapack.dpotrf(M, lower=1, clean=1)
+    if info == 0:
         piv = np.abs(np.diag(c))
         if piv.min() > 1e-6 * piv.max():
-            return cho_solve((c, low), np.eye(M.shape[0]), check_finite=False)
-    except LinAlgError:
-        pass
+            inv, info = lapack.dpotri(c, lower=1)
+            if info == 0:
+                low = np.tril(inv)
+                return low + np.tril(low, -1).T
     return np.linalg.pinv(M, rcond=1e-12, hermitian=True)
 
 
@@ -205,7 +238,9 @@ class _ExactProblem:
         A, Minv, powers = self.terms(pi)
         k = self.k
         F = powers[k]
-        HS = sum(powers[j].T @ F @ powers[k - 1 - j].T for j in range(k)) @ self.Sigma  # ⟨H, dA Σ⟩ = ⟨HΣ, dA⟩
+        P = np.stack(powers[:k])                                   # E^0 … E^{k−1}
+        H = (np.swapaxes(P, 1, 2) @ F @ np.swapaxes(P[::-1], 1, 2)).sum(axis=0)   # Σ_j (E^j)ᵀ F (E^{k−1−j})ᵀ
+        HS = H @ self.Sigma  # ⟨H, dA Σ⟩ = ⟨HΣ, dA⟩
         K = HS @ Minv
         return -2.0 * (np.einsum("ij,lij->l", K, self.Lams) - np.einsum("ij,lij->l", A.T @ K, self.GL))
 
@@ -218,6 +253,25 @@ def exact_objective(Lams, n_trains, weights, Sigma, k: int) -> float:
     """
     problem = _ExactProblem(Lams, n_trains, Sigma, k)
     return problem.objective(validate_weights(weights, len(problem.Lams)))
+
+
+def exact_objectives(Lams, n_trains, weights, Sigma, k: int) -> np.ndarray:
+    """:func:`exact_objective` at each row of a stack ``weights`` (G, L), vectorised (e.g. a grid).
+
+    The same map A = Λ̄M⁻¹ (the pseudo-inverse, eigenvalues below 1e-12 of the largest dropped,
+    where M is singular), for all rows at once; agrees with :func:`exact_objective` to rounding.
+    """
+    problem = _ExactProblem(Lams, n_trains, Sigma, k)
+    W = _weight_rows(weights, len(problem.Lams))
+    Lbar = np.einsum("gl,lij->gij", W, problem.Lams)
+    M = np.einsum("gl,lij->gij", W, problem.GL)
+    lam, U = np.linalg.eigh((M + np.swapaxes(M, 1, 2)) / 2)
+    keep = lam > 1e-12 * lam[:, -1:]
+    inv_lam = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+    Minv = np.einsum("gij,gj,gkj->gik", U, inv_lam, U)
+    E = np.eye(problem.d) - Lbar @ Minv @ problem.Sigma
+    F = np.linalg.matrix_power(E, problem.k)
+    return np.einsum("gij,gij->g", F, F)
 
 
 def exact_gradient(Lams, n_trains, weights, Sigma, k: int) -> np.ndarray:
@@ -361,17 +415,31 @@ class PoolSelector:
 
     def solve(self, S, Sigma) -> Selection:
         """The pool-optimal weights (one per prompt) for this pool and this target."""
+        return self._solve(S, [Sigma], ["Sigma"])[0]
+
+    def solve_targets(self, S, Sigmas) -> list:
+        """:meth:`solve` for each target of ``Sigmas`` on one pool, which is validated once."""
+        Sigmas = list(Sigmas)
+        return self._solve(S, Sigmas, [f"Sigmas[{t}]" for t in range(len(Sigmas))])
+
+    def _solve(self, S, Sigmas, names) -> list:
         S = validate_pool(S)
         if S.shape[0] != self.n_prompts or S.shape[1] != self.d:
             raise ValueError(f"S must hold {self.n_prompts} prompts of dimension {self.d}, got {S.shape[0]} of {S.shape[1]}")
-        _, Si = _sigma_inverse(Sigma, self.d)
-        B = np.einsum("ij,njk->ikn", Si, S).reshape(self.d * self.d, self.n_prompts)
-        Q = B.T @ B
-        self._Q.value = (Q + Q.T) / 2
-        self._c.value = B.T @ np.eye(self.d).ravel()
-        pi = _solve_on_simplex(self._problem, self._pi, self.solver, "pool", self.n_prompts, osqp_eps=1e-10,
-                               osqp_iter=400_000)
-        return Selection(pi, pool_objective(S, pi, Sigma), f"cvxpy/{self.solver}")
+        if not Sigmas:
+            raise ValueError("Sigmas must hold at least one target covariance")
+        out = []
+        for Sigma, name in zip(Sigmas, names):   # one QP per target
+            Si = np.linalg.inv(checks.covariance(Sigma, name, d=self.d, definite=True))
+            B = np.einsum("ij,njk->ikn", Si, S).reshape(self.d * self.d, self.n_prompts)
+            Q = B.T @ B
+            self._Q.value = (Q + Q.T) / 2
+            self._c.value = B.T @ np.eye(self.d).ravel()
+            pi = _solve_on_simplex(self._problem, self._pi, self.solver, "pool", self.n_prompts, osqp_eps=1e-10,
+                                   osqp_iter=400_000)
+            R = np.eye(self.d) - Si @ np.einsum("i,ijk->jk", pi, S)
+            out.append(Selection(pi, float(np.sum(R * R)), f"cvxpy/{self.solver}"))
+        return out
 
 
 def select_pool(S, Sigma, solver: str = "CLARABEL") -> Selection:
