@@ -1,8 +1,8 @@
 """The whole book as one PDF (``tools/book_pdf.sh``), printed from the last ``make book``.
 
 Needs the execution cache of a full build (``make book``); skipped without one. ``make check-render``
-runs it (``-m browser``). ``TTBOOK_ROOT=DIR`` points it at another book folder (one holding
-``_config.yml`` and ``_build/.jupyter_cache``). The PDF is made into a temporary folder; the script's
+runs it (``-m browser``). ``TTBOOK_ROOT=DIR`` points it at another book folder (as everywhere in
+ttbook: one holding ``_toc.yml`` and ``book/``; it needs ``_build/.jupyter_cache`` too). The PDF is made into a temporary folder; the script's
 scratch copy of the source goes to ``_build/pdf/work``. Reads the PDF with poppler's ``pdftotext``,
 ``pdfinfo`` and ``pdfimages`` (Debian's poppler-utils, installed if absent) and checks: one page or
 more per chapter, each chapter starting a page, in the order of the table of contents; no maths left
@@ -24,8 +24,8 @@ from ttbook.chapters import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-BOOK = Path(os.environ.get("TTBOOK_ROOT", ROOT)).resolve()
-SCRIPT = ROOT / "tools" / "book_pdf.sh"
+BOOK = ROOT  # the book's folder: this repository, or $TTBOOK_ROOT (ttbook.chapters.find_root)
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "book_pdf.sh"
 
 
 def _poppler():
