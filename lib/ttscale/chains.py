@@ -27,14 +27,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from torch import nn
 
 from . import checks, lsa, prompts, theory, wishart
 
 __all__ = ["isotropic_power_traces", "isotropic_chain_error", "optimal_isotropic_step", "optimal_polynomial",
-           "k_step_preconditioner", "chain_outputs", "chain_loss", "StackedLSA", "stacked_loss", "train_chain",
-           "newton_schulz", "residual_errors"]
+           "k_step_preconditioner", "chain_outputs", "memoryless_rollout", "chain_loss", "StackedLSA",
+           "stacked_loss", "train_chain", "newton_schulz", "residual_errors"]
 
 
 # --------------------------------------------------------------------------- exact isotropic theory
@@ -197,7 +197,7 @@ def k_step_preconditioner(Lam, n_train: int, k: int, *, n_prompts: int = 2000, d
     """P_k* ≈ argmin_P mean over a fixed sample of training prompts of ‖(I − P Ŝ_n)^k‖_F²: (P, objective).
 
     ``n_prompts`` prompts of length ``n_train`` with covariance ``Lam`` from the ``preconditioner``
-    stream of ``(seed, step)``; L-BFGS from P = Γ⁻¹ (the one-step optimum). ``diagonal=True``
+    stream of ``(seed, step)``; L-BFGS (scipy's) from P = Γ⁻¹ (the one-step optimum). ``diagonal=True``
     optimises P = U diag(p) Uᵀ in Λ's eigenbasis U (for Λ with a simple spectrum the optimum
     has this form: flipping the sign of one eigen-coordinate leaves the law of Ŝ_n unchanged). On
     directions the training features never reach (Λu = 0) the objective does not depend on P's
@@ -236,16 +236,17 @@ def k_step_preconditioner(Lam, n_train: int, k: int, *, n_prompts: int = 2000, d
                 R = B @ R
         return total
 
-    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12, tolerance_change=1e-15,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
+    def value_and_grad(v):
+        x.data = torch.as_tensor(v, dtype=torch.float64).reshape(x.shape)
+        x.grad = None
         f = objective()
         f.backward()
-        return f
+        return float(f.detach()), x.grad.numpy().ravel().copy()
 
-    opt.step(closure)
+    # scipy's L-BFGS-B (no bounds): torch's own L-BFGS would import torch's compiler, seconds
+    res = minimize(value_and_grad, x.detach().numpy().ravel().copy(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": max_iter, "maxcor": 20, "ftol": 1e-15, "gtol": 1e-12})
+    x.data = torch.as_tensor(res.x, dtype=torch.float64).reshape(x.shape)
     with torch.no_grad():
         P = make(x).numpy().copy()
         value = float(objective())
@@ -274,6 +275,32 @@ def chain_outputs(model: lsa.LSA, X: torch.Tensor, y: torch.Tensor, k: int) -> t
         outs.append(last)
         Z = torch.cat([Z, last[:, :, None]], dim=2)
     return torch.stack(outs, dim=1)
+
+
+@torch.no_grad()
+def memoryless_rollout(model: lsa.LSA, X: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """ŵ_0 … ŵ_k of the chain with its memory removed, (batch, k+1, d): an ablation.
+
+    Step i runs the model on the examples followed by *one* token, the previous step's output
+    column, instead of on the examples followed by every output so far (:func:`chain_outputs`,
+    :func:`ttscale.lsa.rollout`). The first step is the same; from the second on the model can no
+    longer attend to its earlier estimates. For a model whose chain is a fixed-preconditioner map
+    the two agree only if it ignores the appended tokens as keys and values.
+    """
+    k = checks.nonnegative_int(k, "k")
+    X = checks.tensor(X, "X", ndim=3, dtype=model.V.dtype)
+    y = checks.tensor(y, "y", ndim=2, dtype=model.V.dtype)
+    if X.shape[1] != model.d:
+        raise ValueError(f"X has feature dimension {X.shape[1]}, but the model has d = {model.d}")
+    m = X.shape[2]
+    Z = prompts.embed(X, y)
+    w = lsa.blocks(model.d).w
+    out = [Z[:, w, -1]]
+    for _ in range(k):  # sequential steps, each vectorised over the batch
+        last = model(Z, m, last_only=True)
+        Z = torch.cat([Z[:, :, :m], last[:, :, None]], dim=2)
+        out.append(last[:, w])
+    return torch.stack(out, dim=1)
 
 
 def _column_loss(outs, w, every_step):
@@ -319,13 +346,23 @@ class StackedLSA(nn.Module):
         self.V, self.W = params
 
     def layers(self, Z: torch.Tensor, n_examples: int) -> torch.Tensor:
-        """The last column after each layer, (batch, L, 2d+2)."""
+        """The last column after each layer, (batch, L, 2d+2).
+
+        Every layer but the last updates the whole token matrix; the last one is needed only at
+        its last column, z_T + V Z (Zᵀ W z_T)/N (as :meth:`ttscale.lsa.LSA.forward` with
+        ``last_only``), which costs O(T d) per prompt instead of O(T² d + T d²).
+        """
         N = checks.positive_int(n_examples, "n_examples")
         outs = []
         for l in range(self.L):  # layers are sequential
-            i = 0 if self.tied else l
-            Z = Z + self.V[i] @ Z @ (Z.transpose(1, 2) @ self.W[i] @ Z) / N
-            outs.append(Z[:, :, -1])
+            V, W = (self.V[0], self.W[0]) if self.tied else (self.V[l], self.W[l])
+            if l < self.L - 1:
+                Z = Z + V @ Z @ (Z.transpose(1, 2) @ W @ Z) / N
+                outs.append(Z[:, :, -1])
+            else:
+                z = Z[:, :, -1]
+                scores = torch.bmm((z @ W.T)[:, None, :], Z)  # (W z_T)ᵀ Z, (batch, 1, T)
+                outs.append(z + torch.bmm(Z, scores.transpose(1, 2))[:, :, 0] @ V.T / N)
         return torch.stack(outs, dim=1)
 
     def estimates(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -343,34 +380,71 @@ def stacked_loss(model: StackedLSA, batch: prompts.Prompts) -> torch.Tensor:
     return _column_loss(outs, batch.w.to(outs.dtype), False)
 
 
-def train_chain(model: nn.Module, sampler: Callable[[int], prompts.Prompts], stages: Sequence,
-                loss: Callable[[nn.Module, prompts.Prompts], torch.Tensor], *, clip: float | None = None) -> np.ndarray:
+def _adam_step(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One step of Adam, the same operations in the same order as ``torch.optim.Adam``'s default
+    (single-tensor) path on the CPU, so the same numbers; without the optimizer machinery, whose
+    first use imports torch's compiler (seconds) and whose per-step overhead dominates tiny models."""
+    m.lerp_(grad, 1 - beta1)
+    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    step = float(step)
+    bias1, bias2 = 1 - beta1**step, 1 - beta2**step
+    denom = (v.sqrt() / bias2**0.5).add_(eps)
+    param.addcdiv_(m, denom, value=-(lr / bias1))
+
+
+def _clip(grads, clip):
+    """``torch.nn.utils.clip_grad_norm_`` (2-norm over all gradients), on a list of tensors."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    torch._foreach_mul_(grads, torch.clamp(clip / (total + 1e-6), max=1.0))
+
+
+def train_chain(model, sampler: Callable[[int], prompts.Prompts], stages: Sequence, loss, *,
+                clip: float | None = None):
     """Adam in stages ``[(steps, lr), …]`` on fresh batches ``sampler(step)``; returns the loss per step.
 
     Each stage restarts Adam at its learning rate and continues the sampler's step index (no batch
     is seen twice), as :func:`ttscale.training.train_stages`; ``loss(model, batch)`` is the objective.
     ``clip`` caps the gradient's Euclidean norm (a stacked LSA's output is a high-degree polynomial
     in the prompt, and one batch with a large prompt can throw Adam off).
+
+    ``model`` may be a list of models and ``loss`` a list of objectives of the same length: each
+    model is then trained with its own objective, Adam state and clipping, exactly as alone, but
+    every batch is drawn once and shared; the losses per step come back as a (models, steps) array.
+    The Adam step is ``torch.optim.Adam``'s with its defaults (the same numbers).
     """
     stages = [(checks.nonnegative_int(s, "steps"), checks.positive_real(lr, "lr")) for s, lr in stages]
     if clip is not None:
         clip = checks.positive_real(clip, "clip")
     if not stages:
         raise ValueError("stages must hold at least one (steps, lr) pair")
-    params = [p for p in model.parameters() if p.requires_grad]
-    history, t = [], 0
+    several = isinstance(model, (list, tuple))
+    models = list(model) if several else [model]
+    losses = list(loss) if several else [loss]
+    if not models or len(losses) != len(models) or not all(callable(f) for f in losses):
+        raise ValueError(f"loss must be one callable per model: got {len(losses)} for {len(models)} models")
+    if not all(isinstance(m, nn.Module) for m in models):
+        raise ValueError("model must be a torch module or a list of them")
+    params = [[p for p in m.parameters() if p.requires_grad] for m in models]
+    history, t = [[] for _ in models], 0
     for steps, lr in stages:
-        opt = torch.optim.Adam(params, lr=lr)
-        for _ in range(steps):
-            opt.zero_grad()
-            value = loss(model, sampler(t))
-            value.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
-            history.append(value.item())
+        state = [[(torch.zeros_like(p), torch.zeros_like(p)) for p in ps] for ps in params]  # Adam restarts
+        for i in range(steps):
+            batch = sampler(t)
+            for j, (m, f, ps) in enumerate(zip(models, losses, params)):
+                for p in ps:
+                    p.grad = None
+                value = f(m, batch)
+                value.backward()
+                with torch.no_grad():
+                    grads = [p.grad for p in ps]
+                    if clip is not None:
+                        _clip(grads, clip)
+                    for p, g, (mm, vv) in zip(ps, grads, state[j]):
+                        _adam_step(p, g, mm, vv, i + 1, lr)
+                history[j].append(value.item())
             t += 1
-    return np.array(history)
+    out = np.array(history)
+    return out if several else out[0]
 
 
 # --------------------------------------------------------------------------- iterative Newton
