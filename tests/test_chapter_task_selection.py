@@ -15,6 +15,11 @@ def test_smoke_run():
     assert g["ts_map_verdict"].startswith("Under the pool reading, with 6 prompts per type at d = 8")
     assert g["ts_tr_pool_rank"].endswith("of 5")
     assert abs(g["ts_even_z"]) <= g["ts_even_tol"]       # the noise formula, asserted in the chapter too
+    # the loss-formula check is sized to refuse the naive moment E S^2 = Lambda^2
+    assert g["ts_mc_n"] >= g["ts_mc_needed"] and g["ts_mc_z_naive"] > 5
+    assert g["ts_mc_power"] == "so the check refuses the naive moment"
+    # the rotated rows' standard errors are what the prose says n_draws buys
+    assert g["ts_rot_se_max"] > 0 and 0 <= g["ts_rot_n_clear"] <= g["ts_rot_n_rows"]
 
 
 @pytest.mark.slow
