@@ -27,6 +27,19 @@ def test_bootstrap_mean_se_and_coverage():
     assert np.array_equal(band.lo, again.lo)
 
 
+def test_bootstrap_resamples_prompts_like_a_fresh_multinomial_draw():
+    # the resampling counts are shared between calls with the same (prompts, n_boot, seed);
+    # the band must be what a fresh multinomial draw from that seed gives, whatever came before
+    e = np.random.default_rng(3).normal(size=(50, 2))
+    simulation.bootstrap(np.ones((50, 1)) + np.arange(50)[:, None], n_boot=40, seed=7)
+    band = simulation.bootstrap(e, n_boot=40, seed=7)
+    counts = np.random.default_rng(7).multinomial(50, np.full(50, 1 / 50), size=40)
+    lo, hi = np.quantile(counts @ e / 50, [0.025, 0.975], axis=0)
+    assert np.allclose(band.lo, lo) and np.allclose(band.hi, hi)
+    other = simulation.bootstrap(e, n_boot=40, seed=8)  # another seed, other resamples
+    assert not np.allclose(other.lo, band.lo)
+
+
 @pytest.mark.parametrize("kw,msg", [(dict(n_boot=0), "n_boot"), (dict(level=1.0), "level"),
                                     (dict(seed=-1), "seed")])
 def test_bootstrap_rules(kw, msg):

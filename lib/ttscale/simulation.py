@@ -16,6 +16,7 @@ and no labels needed).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -61,6 +62,19 @@ def mean_se(errors, axis: int = 0):
     return e.mean(axis=axis), e.std(axis=axis, ddof=1) / np.sqrt(e.shape[axis])
 
 
+@functools.lru_cache(maxsize=4)
+def _resample_counts(P: int, n_boot: int, seed: int) -> np.ndarray:
+    """Multinomial resampling counts (n_boot, P), read-only: a function of (P, n_boot, seed) only.
+
+    Cached, so that the bands of many curves over the same prompts (a chapter bootstraps a dozen
+    of them with one seed) draw the counts once; every call gets the same numbers as a fresh draw.
+    """
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(P, np.full(P, 1.0 / P), size=n_boot).astype(np.float64)
+    counts.flags.writeable = False
+    return counts
+
+
 def bootstrap(errors, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Band:
     """Mean of ``errors`` over axis 0 (prompts) with a percentile bootstrap interval.
 
@@ -77,11 +91,9 @@ def bootstrap(errors, n_boot: int = 1000, level: float = 0.95, seed: int = 0) ->
     level = checks.finite_real(level, "level")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    rng = np.random.default_rng(checks.seed(seed))
     P = e.shape[0]
     flat = e.reshape(P, -1)
-    counts = rng.multinomial(P, np.full(P, 1.0 / P), size=n_boot).astype(np.float64)  # (n_boot, P)
-    means = counts @ flat / P  # (n_boot, rest)
+    means = _resample_counts(P, n_boot, checks.seed(seed)) @ flat / P  # (n_boot, rest)
     q = (1 - level) / 2
     lo, hi = np.quantile(means, [q, 1 - q], axis=0)
     shape = e.shape[1:]
@@ -106,13 +118,16 @@ def recursion_errors(S: torch.Tensor, w: torch.Tensor, P, k: int) -> np.ndarray:
     for name, M in (("S", S), ("P", P)):
         if M.shape not in ((d, d), (b, d, d)):
             raise ValueError(f"{name} must be (d, d) = {(d, d)} or (batch, d, d), got {tuple(M.shape)}")
-    PS = P @ S
+    # the error as a row vector: e (PS)ᵀ is the same product, and a (b, 1, d) by (b, d, d)
+    # batched product is faster than (b, d, d) by (b, d, 1)
+    PSt = (P @ S).transpose(-1, -2).contiguous()
+    PSt = PSt.expand(b, d, d) if PSt.ndim == 2 else PSt
     e = -w
-    out = [(e ** 2).sum(-1)]
+    out = [e]
     for _ in range(k):  # sequential steps, each vectorised over the batch
-        e = e - (PS @ e[:, :, None])[:, :, 0]  # (d,d) or (b,d,d), broadcast
-        out.append((e ** 2).sum(-1))
-    return torch.stack(out, dim=1).cpu().numpy()
+        e = e - torch.bmm(e[:, None, :], PSt)[:, 0]
+        out.append(e)
+    return (torch.stack(out, dim=1) ** 2).sum(-1).cpu().numpy()
 
 
 def rollout_errors(model, batch: prompts.Prompts, k: int) -> np.ndarray:
