@@ -25,6 +25,11 @@ def test_smoke_run_reproduces_the_exact_results():
     assert g["lc_ols_sentence"].startswith("Exact Newton (least squares) is exact to rounding")
     assert g["lc_ns_cross"].startswith("from step")            # Newton–Schulz passes the linear chain
     assert float(g["lc_poly_err"]) <= float(g["lc_pL_err"]) <= float(g["lc_gammaL_err"])
+    # the held-out value of the sample-average optimum agrees with its exact error
+    assert float(g["lc_fresh_z"]) < 5
+    # the ablation glues a computed verdict, one of the sentences the chapter can give
+    assert g["lc_abl_verdict"].startswith(("Without them", "The intact model", "With k = 1"))
+    assert float(g["lc_abl_diff_se"]) > 0
 
 
 @pytest.mark.slow
@@ -32,8 +37,9 @@ def test_smoke_run_reproduces_the_exact_results():
     ({"d": 1}, "parameter 'd' must be an int ≥ 2, got 1"),
     ({"k_train": [3, 2]}, "k_train must be increasing"),
     ({"saa_k": 4}, "parameter 'saa_k' must be an int in [1, 3]"),
-    ({"chain_losses": ["last", "last"]}, "chain_losses must not repeat a loss"),
-    ({"chain_steps": [10]}, "chain_steps and chain_lr must have the same length"),
+    ({"chain_losses": ["last", "last"]}, "chain_losses must not repeat"),
+    ({"chain_steps": [10]}, "chain_steps must match chain_lr"),
+    ({"tail_k": 3}, "parameter 'tail_k' must be an int in [4, 10]"),
 ])
 def test_bad_parameter_stops_with_library_message(params, message):
     with pytest.raises(ValueError) as err:
