@@ -267,6 +267,10 @@ def chain_outputs(model: lsa.LSA, X: torch.Tensor, y: torch.Tensor, k: int) -> t
     y = checks.tensor(y, "y", ndim=2, dtype=model.V.dtype)
     if X.shape[1] != model.d:
         raise ValueError(f"X has feature dimension {X.shape[1]}, but the model has d = {model.d}")
+    return _chain_outputs(model, X, y, k)
+
+
+def _chain_outputs(model, X, y, k):
     m = X.shape[2]
     Z = prompts.embed(X, y)
     outs = []
@@ -316,7 +320,12 @@ def chain_loss(model: lsa.LSA, batch: prompts.Prompts, k: int, *, every_step: bo
     """
     if not isinstance(every_step, (bool, np.bool_)):
         raise ValueError(f"every_step must be True or False, got {every_step!r}")
-    outs = chain_outputs(model, batch.X, batch.y, k)
+    k = checks.positive_int(k, "k")
+    X, y = batch.X.to(model.V.dtype), batch.y.to(model.V.dtype)
+    if X.ndim != 3 or X.shape[1] != model.d or y.shape != (X.shape[0], X.shape[2]):
+        raise ValueError(f"batch must hold X (batch, d = {model.d}, n) and y (batch, n), got "
+                         f"{tuple(X.shape)} and {tuple(y.shape)}")
+    outs = _chain_outputs(model, X, y, k)  # a sampler's batch: finite by construction
     return _column_loss(outs, batch.w.to(outs.dtype), every_step)
 
 
