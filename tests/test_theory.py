@@ -231,3 +231,22 @@ def test_cot_error_validates_each_matrix_once(monkeypatch):
     calls.clear()
     theory.cot_error(L, 10, np.arange(4), Sigma=np.eye(5))
     assert calls == ["Lam", "Sigma"]
+
+
+def test_map_error_for_a_symmetric_map_and_a_stack_matches_direct_powers():
+    # Symmetric positive-definite P (Γ⁻¹, the book's map) over a stack of sample covariances,
+    # one of them diverging: every entry against numpy's matrix_power, the diverging one too.
+    rng = np.random.default_rng(4)
+    d = 5
+    P = np.linalg.inv(theory.gamma(cv.power_law(d, 1.0, rotate=True, seed=2), 7))
+    P = (P + P.T) / 2
+    X = rng.standard_normal((6, d, 8))
+    S = X @ np.swapaxes(X, 1, 2) / 8
+    S[-1] *= 40  # pushes PS beyond 2: the chain diverges
+    ks = np.array([0, 1, 2, 9, 30])
+    got = theory.map_error(P, S, ks)
+    for b in range(S.shape[0]):
+        E = np.eye(d) - P @ S[b]
+        ref = [np.linalg.norm(np.linalg.matrix_power(E, int(k))) ** 2 for k in ks]
+        assert np.allclose(got[b], ref, rtol=1e-9, atol=0)
+    assert got[-1, -1] > 1e6 * got[-1, 1]

@@ -249,3 +249,43 @@ def test_finite_m_k_max_names_the_method():
         theory.finite_m_error(0.3 * np.eye(3), np.diag([1.0, 2.0, 3.0]), 5, theory.GENERAL_K_MAX + 1)
     with pytest.raises(ValueError, match="Sigma"):
         theory.finite_m_k_max(np.eye(3), -np.eye(3))
+
+
+# ------------------------------------------------------------------ sample_covariances (Bartlett)
+
+@pytest.mark.parametrize("d, m", [(4, 9), (5, 5), (6, 3)])
+def test_sample_covariances_has_the_wishart_moments(d, m):
+    # E tr W = dm and E tr W^2 = dm(m + d + 1) (W = m Ŝ for Σ = I), and the sample mean of
+    # many draws within 5 standard errors of them; m < d goes through the direct branch.
+    S = wishart.sample_covariances(np.eye(d), m, 40_000, seed=3)
+    assert S.shape == (40_000, d, d)
+    W = m * S
+    t1 = np.trace(W, axis1=1, axis2=2)
+    t2 = np.einsum("bij,bji->b", W, W)
+    for values, exact in [(t1, d * m), (t2, d * m * (m + d + 1))]:
+        se = values.std() / np.sqrt(values.size)
+        assert abs(values.mean() - exact) < 5 * se
+
+
+def test_sample_covariances_mean_is_sigma_and_draws_are_seeded():
+    from ttscale import covariances as cv
+
+    Sigma = cv.power_law(5, 1.0, rotate=True, seed=2)
+    S = wishart.sample_covariances(Sigma, 12, 30_000, seed=0, step=1)
+    se = S.std(axis=0) / np.sqrt(S.shape[0])
+    assert np.all(np.abs(S.mean(axis=0) - Sigma) < 5 * se + 1e-12)
+    assert np.array_equal(S, np.swapaxes(S, 1, 2))
+    assert np.linalg.eigvalsh(S).min() > -1e-12
+    again = wishart.sample_covariances(Sigma, 12, 30_000, seed=0, step=1)
+    assert np.array_equal(S, again)
+    other = wishart.sample_covariances(Sigma, 12, 30_000, seed=0, step=2)
+    assert not np.allclose(S, other)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(Sigma=-np.eye(2), m=3, batch=2), "Sigma"),
+                                          (dict(Sigma=np.eye(2), m=0, batch=2), "m"),
+                                          (dict(Sigma=np.eye(2), m=3, batch=0), "batch"),
+                                          (dict(Sigma=np.eye(2), m=3, batch=2, seed=-1), "seed")])
+def test_sample_covariances_validates(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        wishart.sample_covariances(**kwargs)

@@ -199,9 +199,8 @@ def rollout(model: LSA, X: torch.Tensor, y: torch.Tensor, k: int, *, last_only: 
         if form is not None:
             checks.size(batch * d * d, "X", "the per-prompt d x d maps of the chain's map form")
             return _map_rollout(form, X, y, k)
-    Z0 = embed(X, y)
     if not last_only:
-        Z = Z0
+        Z = embed(X, y)
         estimates = [Z[:, w, -1]]
         for _ in range(k):
             last = model(Z, m)[:, :, -1]
@@ -209,8 +208,13 @@ def rollout(model: LSA, X: torch.Tensor, y: torch.Tensor, k: int, *, last_only: 
             estimates.append(last[:, w])
         return torch.stack(estimates, dim=1)
     V, W = model.V.detach(), model.W.detach()
-    Z = Z0.new_zeros(batch, 2 * d + 2, m + k + 1)
-    Z[:, :, : m + 1] = Z0
+    # embed(X, y) written straight into the token matrix of the final size (no concatenations):
+    # columns j < m are (x_j; y_j; 0; 0), column m the query (0; 0; ŵ_0 = 0; 1)
+    b = blocks(d)
+    Z = X.new_zeros(batch, 2 * d + 2, m + k + 1)
+    Z[:, b.x, :m] = X
+    Z[:, b.y, :m] = y
+    Z[:, b.one, m] = 1
     for i in range(k):  # k sequential model applications (a chain, not a batch)
         T = m + 1 + i  # tokens so far
         Zt, z = Z[:, :, :T], Z[:, :, T - 1]

@@ -30,6 +30,10 @@ give the factors' samples over every coarsening of π's groups gives m^c. The co
 (2r − 1)!! products of r matrices: 945 for r = 5, 10 395 for r = 6, 135 135 for r = 7, so
 the method is offered up to r = 6 (three CoT steps).
 
+**Sampling** (:func:`sample_covariances`): the sample covariance Ŝ_m of m Gaussian features
+drawn from its Wishart law directly (Bartlett's decomposition), d(d + 1)/2 random numbers per
+prompt instead of the d·m of the features, for Monte Carlo that needs Ŝ_m and nothing else.
+
 Used by :mod:`ttscale.theory` (``finite_m_error``).
 """
 
@@ -38,6 +42,7 @@ from __future__ import annotations
 from fractions import Fraction
 from functools import lru_cache
 from math import comb
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,6 +52,7 @@ __all__ = [
     "trace_moments",
     "mixed_moment",
     "trace_expectation",
+    "sample_covariances",
     "pairings",
     "narayana_moments",
     "MAX_DEGREE",
@@ -68,18 +74,34 @@ class _LoopEquations:
         self.memo: dict[tuple, int] = {(): 1}
 
     def value(self, mu: tuple) -> int:
-        """E[p_μ] by the loop equation on μ's smallest part j (recursion depth = degree of μ)."""
+        """E[p_μ] by the loop equation on μ's smallest part j (recursion depth = degree of μ).
+
+        Most look-ups hit the memo, so they are made inline (``get``) and only a miss recurses.
+        """
         memo, d, m, E = self.memo, self.d, self.m, self.value
-        v = memo.get(mu)
+        get = memo.get
+        v = get(mu)
         if v is not None:
             return v
         j, rest = mu[-1], mu[:-1]
         # the parts j − 1, r + 1 and j − 2 − r are smaller than every part of rest, so appending
         # them in descending order keeps the tuple sorted; a zero part is a factor p_0 = d
-        total = (m + j - 1) * (E(rest + (j - 1,)) if j > 1 else d * E(rest))
-        for r in range(j - 1):
+        if j > 1:
+            key = rest + (j - 1,)
+            v = get(key)
+            total = (m + j - 1) * (E(key) if v is None else v)
+        else:
+            v = get(rest)
+            total = (m + j - 1) * d * (E(rest) if v is None else v)
+        if j > 1:
+            key = rest + (j - 1,)  # r = j − 2: parts (j − 1, 0), the p_0 = d term
+            v = get(key)
+            total += d * (E(key) if v is None else v)
+        for r in range(j - 2):  # both parts >= 1; the pairs (a, b) and (b, a) give the same key
             a, b = r + 1, j - 2 - r
-            total += d * E(rest + (a,)) if b == 0 else E(rest + ((a, b) if a >= b else (b, a)))
+            key = rest + ((a, b) if a >= b else (b, a))
+            v = get(key)
+            total += E(key) if v is None else v
         previous = None
         for i, a in enumerate(rest):  # merge p_j with each distinct other part a
             if a == previous:
@@ -90,7 +112,9 @@ class _LoopEquations:
             while pos < len(others) and others[pos] >= merged:
                 pos += 1
             others.insert(pos, merged)
-            total += 2 * a * rest.count(a) * E(tuple(others))
+            key = tuple(others)
+            v = get(key)
+            total += 2 * a * rest.count(a) * (E(key) if v is None else v)
         memo[mu] = total
         return total
 
@@ -120,8 +144,107 @@ def trace_moments(d: int, m: int, j_max: int) -> list[int]:
         raise ValueError(
             f"j_max must be <= {MAX_DEGREE} (the loop equations need ~10^6 mixed moments beyond it), got {j_max}"
         )
-    eq = _equations(d, m)
-    return [d] + [eq.value((j,)) for j in range(1, j_max + 1)]
+    if j_max == 0:
+        return [d]
+    return [d] + list(_trace_values(d, m, -(-j_max // 40) * 40)[1: j_max + 1])
+
+
+@lru_cache(maxsize=64)
+def _trace_values(d: int, m: int, degree: int) -> tuple:
+    """(d, E tr W, …, E tr W^degree) by the loop equations, evaluated on :func:`_loop_plan`.
+
+    The plan (which mixed moments are needed and how each is made from the ones of degree one
+    less) does not depend on d or m, so it is built once; per (d, m) the values follow degree by
+    degree, each degree one vectorised gather-multiply-sum over exact Python integers.
+    """
+    plan = _loop_plan(degree)
+    small = m * d + m + d + degree < 2**62
+    if small:
+        coef = plan.c0 + plan.cm * m + plan.cd * d + plan.cmd * (m * d)
+        coef = coef.astype(object)
+    else:
+        coef = (plan.c0.astype(object) + plan.cm.astype(object) * m + plan.cd.astype(object) * d
+                + plan.cmd.astype(object) * (m * d))
+    values = np.empty(plan.n_entries, dtype=object)
+    values[0] = 1  # E[1]
+    for lo, hi, dlo, dhi, starts in plan.levels:
+        terms = values[plan.dep[dlo:dhi]] * coef[dlo:dhi]
+        values[lo:hi] = np.add.reduceat(terms, starts)
+    return (d,) + tuple(int(values[i]) for i in plan.single[1:])
+
+
+class _Plan(NamedTuple):
+    n_entries: int
+    dep: np.ndarray  # entry ids of the dependencies, grouped by the entry that uses them
+    c0: np.ndarray  # coefficient c0 + cm·m + cd·d + cmd·m·d of each dependency
+    cm: np.ndarray
+    cd: np.ndarray
+    cmd: np.ndarray
+    levels: tuple  # per degree: entries [lo, hi), dependencies [dlo, dhi), segment starts
+    single: tuple  # entry id of (j,) for j = 0 … degree (0: the empty partition)
+
+
+@lru_cache(maxsize=4)
+def _loop_plan(degree: int) -> _Plan:
+    """The loop equations of :meth:`_LoopEquations.value` as a dependency table, for every mixed
+    moment that E tr W^j, j <= ``degree``, needs (the same expansion on the smallest part)."""
+
+    # Entry μ (smallest part j, the rest ν): its first dependency carries the coefficient that
+    # involves m and d, the others a constant:
+    #   j > 1: (m + d + j − 1) E[p_ν p_{j−1}] (the r = j − 2 term is p_0 = d)
+    #          + Σ_{a+b=j−1, a,b>=1} E[p_ν p_a p_b] + Σ_{distinct a in ν} 2a·#a E[p_{ν∖a} p_{j+a−1}];
+    #   j = 1: (m d + 2|ν|) E[p_ν] (every merge p_1 p_a gives p_a back).
+    table = {}
+    todo = [(j,) for j in range(1, degree + 1)]
+    while todo:
+        mu = todo.pop()
+        if mu in table:
+            continue
+        j, rest = mu[-1], mu[:-1]
+        if j == 1:
+            row = [(rest, 2 * sum(rest))]
+        else:
+            row = [(rest + (j - 1,), j - 1)]
+            for a in range(j - 2, j // 2 - 1, -1):  # p_{r+1} p_{j−2−r}: a >= b = j − 1 − a >= 1
+                b = j - 1 - a
+                row.append((rest + (a, b), 2 if a != b else 1))
+            previous = None
+            for i, a in enumerate(rest):
+                if a == previous:
+                    continue
+                previous = a
+                others = list(rest[:i] + rest[i + 1:])
+                merged, pos = j + a - 1, 0
+                while pos < len(others) and others[pos] >= merged:
+                    pos += 1
+                others.insert(pos, merged)
+                row.append((tuple(others), 2 * a * rest.count(a)))
+        table[mu] = row
+        todo.extend(key for key, _ in row if key and key not in table)
+    degree_of = {mu: sum(mu) for mu in table}
+    order = [()] + sorted(table, key=degree_of.__getitem__)  # grouped by degree
+    ids = {mu: i for i, mu in enumerate(order)}
+    rows = [table[mu] for mu in order[1:]]
+    sizes = np.array([len(row) for row in rows], dtype=np.intp)
+    dep = [ids[key] for row in rows for key, _ in row]
+    c0 = [c for row in rows for _, c in row]
+    first = np.zeros(len(dep), dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    first[offsets[:-1]] = True
+    ones = np.array([mu[-1] == 1 for mu in order[1:]])
+    kind = np.zeros(len(dep), dtype=np.int64)
+    kind[offsets[:-1]] = np.where(ones, 1, 2)
+    degrees = np.array([degree_of[mu] for mu in order[1:]])
+    bounds = np.flatnonzero(np.diff(np.concatenate([[0], degrees, [-1]]))) + 1  # entry ids where a degree starts
+    levels = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        dlo, dhi = offsets[lo - 1], offsets[hi - 1]
+        levels.append((int(lo), int(hi), int(dlo), int(dhi), offsets[lo - 1: hi - 1] - dlo))
+    kind = np.array(kind, dtype=np.int64)
+    c0 = np.array(c0, dtype=np.int64)
+    single = tuple(ids[(j,)] if j else 0 for j in range(degree + 1))
+    return _Plan(len(order), np.array(dep, dtype=np.intp), c0, (kind == 2).astype(np.int64),
+                 (kind == 2).astype(np.int64), (kind == 1).astype(np.int64), tuple(levels), single)
 
 
 def mixed_moment(d: int, m: int, powers) -> int:
@@ -289,3 +412,42 @@ def _plan(r: int):
     heads = np.array([node[c[:-1]] for c in distinct], dtype=np.intp)
     lasts = np.array([code(c[-1]) for c in distinct], dtype=np.intp)
     return tuple(levels), heads, lasts, index, expos
+
+
+# --------------------------------------------------------------------------- sampling
+
+#: Entropy word that keeps :func:`sample_covariances`' draws apart from other seeded streams.
+_SAMPLE_KEY = 0x57495348  # "WISH"
+
+
+def sample_covariances(Sigma, m: int, batch: int, *, seed: int = 0, step: int = 0) -> np.ndarray:
+    """``batch`` independent sample covariances Ŝ_m = X Xᵀ/m of m features x ~ N(0, Σ); (batch, d, d).
+
+    Drawn from the Wishart law itself rather than from the features: with Σ = L Lᵀ, Ŝ_m =
+    L A Aᵀ Lᵀ / m, where for m >= d (Bartlett) A is lower triangular with A_ii² ~ χ²_{m−i+1}
+    (i = 1…d) and N(0, 1) entries below the diagonal, and for m < d A is a d × m standard
+    Gaussian matrix. For m >= d that is d(d + 1)/2 random numbers per prompt instead of d·m.
+    Deterministic in ``(seed, step)`` (numpy's generator, its own stream: not the draws of
+    :func:`ttscale.prompts.sample`). ``Sigma`` may be singular. Each returned matrix is exactly
+    symmetric.
+    """
+    Sigma = checks.covariance(Sigma, "Sigma")
+    m = checks.positive_int(m, "m")
+    batch = checks.positive_int(batch, "batch")
+    seed = checks.seed(seed)
+    step = checks.nonnegative_int(step, "step")
+    d = Sigma.shape[0]
+    checks.size(batch * d * max(d, min(m, d)), "batch", "the (batch, d, d) stack of covariances")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _SAMPLE_KEY, step]))
+    if m >= d:
+        A = np.zeros((batch, d, d))
+        rows, cols = np.tril_indices(d, -1)
+        A[:, rows, cols] = rng.standard_normal((batch, rows.size))
+        diag = np.arange(d)
+        A[:, diag, diag] = np.sqrt(rng.chisquare(m - diag, size=(batch, d)))
+    else:
+        A = rng.standard_normal((batch, d, m))
+    lam, U = np.linalg.eigh(Sigma)
+    LA = (U * np.sqrt(np.clip(lam, 0.0, None))) @ A
+    S = LA @ np.swapaxes(LA, -1, -2) / m
+    return (S + np.swapaxes(S, -1, -2)) / 2
