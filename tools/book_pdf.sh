@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole book as one PDF: _build/pdf/book.pdf, printed by headless Chromium from Jupyter Book's
 # one-page (singlehtml) build, with the maths typeset by the vendored MathJax and the print stylesheet
-# _static/ttbook-print.css (A4, a chapter per new page, code and outputs wrapped at the column).
+# _static/ttbook-print.css (A4, a chapter per new page, code and outputs wrapped at the column) and
+# a PDF outline (bookmarks) of the headings.
 #
 # Nothing is executed: the one-page build reads every chapter's outputs from the execution cache of
 # the last `make book` (_build/.jupyter_cache). Without that cache, or if a chapter changed since it
@@ -84,7 +85,7 @@ trap 'rm -rf "$profile"' EXIT
 "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --user-data-dir="$profile" --virtual-time-budget="${PDF_VIRTUAL_TIME_MS:-20000}" \
-  --run-all-compositor-stages-before-draw --no-pdf-header-footer \
+  --run-all-compositor-stages-before-draw --no-pdf-header-footer --generate-pdf-document-outline \
   --print-to-pdf="$out" "file://$html/book-print.html" >"$root/_build/pdf/chromium.log" 2>&1 \
   || { tail -20 "$root/_build/pdf/chromium.log" >&2; die "chromium failed"; }
 [ -s "$out" ] || die "chromium wrote no PDF (log: $root/_build/pdf/chromium.log)"
