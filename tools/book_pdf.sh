@@ -75,8 +75,10 @@ html=$work/_build/singlehtml
 page=$(sed -n 's/.*url=\([^"]*\)".*/\1/p' "$html/index.html" | head -1)
 [ -n "$page" ] && [ -f "$html/$page" ] || die "no one-page HTML in $html"
 [ -f "$html/_static/ttbook-print.css" ] || die "no _static/ttbook-print.css in the build"
-sed 's|</head>|<link rel="stylesheet" href="_static/ttbook-print.css" type="text/css" />\n</head>|' \
-  "$html/$page" > "$html/book-print.html"
+# The print stylesheet goes last in the head; the footer's build line keeps version and commit but
+# not its relative links (the source archive and the citation page live beside the web book only).
+sed 's|</head>|<link rel="stylesheet" href="_static/ttbook-print.css" type="text/css" />\n</head>|' "$html/$page" \
+  | perl -0pe 's{(<p class="ttbook-build">.*?) \xc2\xb7 <a href="\.\./.*?</p>}{$1</p>}s' > "$html/book-print.html"
 
 say "printing with $chromium"
 rm -f "$out"
