@@ -116,6 +116,8 @@ def bench_rollout() -> bool:
 def report_finite_m() -> None:
     def iso_cold():
         wishart._equations.cache_clear()  # cold: the Wishart moments and exact sums are recomputed
+        wishart._trace_values.cache_clear()
+        wishart._loop_plan.cache_clear()
         theory._iso_parts.cache_clear()
         theory.finite_m_cot_error(np.eye(20), 20, 40, np.arange(31), noise=0.5)
 

@@ -262,3 +262,25 @@ def test_rollout_agrees_with_an_independent_finite_m_reference():
     k_exact, k_ref = theory.steps_to_target(Lam, n, target), simulation.first_below(ref, target)
     assert k_exact <= k_ref <= k_exact + 1
     assert abs(simulation.first_below(mean, target) - k_ref) <= 1
+
+
+# ------------------------------------------------- the chapter's reference: Bartlett draws + map_error
+@pytest.mark.parametrize("m", [6, 40])
+def test_bartlett_reference_mean_is_the_exact_finite_m_error_and_the_feature_draws(m):
+    # The hardness chapter's reference draws Ŝ_m from its Wishart law (wishart.sample_covariances)
+    # and averages ‖(I − Γ⁻¹Ŝ_m)^k‖_F² (theory.map_error): in mean it must be the exact finite-m
+    # error for k <= 3 and agree with the same average over Ŝ_m built from drawn features at a
+    # longer k (m = 6 < d goes through the sampler's direct branch).
+    from ttscale import wishart
+
+    d, n = 10, 15
+    Lam = cv.power_law(d, 0.8, rotate=True, seed=0)
+    P = np.linalg.inv(theory.gamma(Lam, n))
+    ks = np.array([0, 1, 2, 3, 12])
+    bart = theory.map_error(P, wishart.sample_covariances(Lam, m, 6000, seed=2), ks)
+    mean, se = simulation.mean_se(bart)
+    exact = theory.finite_m_cot_error(Lam, n, m, ks[1:4])
+    assert np.all(np.abs(mean[1:4] - exact) < 5 * se[1:4])
+    feats = simulation.cot_errors(Lam, n, m, ks, 6000, average_w=True, seed=1, stream="eval")
+    f_mean, f_se = simulation.mean_se(feats)
+    assert abs(mean[-1] - f_mean[-1]) < 5 * np.hypot(se[-1], f_se[-1])
