@@ -146,7 +146,7 @@ def trace_moments(d: int, m: int, j_max: int) -> list[int]:
         )
     if j_max == 0:
         return [d]
-    return [d] + list(_trace_values(d, m, -(-j_max // 40) * 40)[1: j_max + 1])
+    return [d] + list(_trace_values(d, m, -(-j_max // 8) * 8)[1: j_max + 1])  # few distinct plans
 
 
 @lru_cache(maxsize=64)
@@ -184,7 +184,7 @@ class _Plan(NamedTuple):
     single: tuple  # entry id of (j,) for j = 0 … degree (0: the empty partition)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=16)
 def _loop_plan(degree: int) -> _Plan:
     """The loop equations of :meth:`_LoopEquations.value` as a dependency table, for every mixed
     moment that E tr W^j, j <= ``degree``, needs (the same expansion on the smallest part)."""
