@@ -37,7 +37,7 @@ def test_smoke_run_reproduces_the_exact_results():
     ({"d": 1}, "parameter 'd' must be an int ≥ 2, got 1"),
     ({"k_train": [3, 2]}, "k_train must be increasing"),
     ({"saa_k": 4}, "parameter 'saa_k' must be an int in [1, 3]"),
-    ({"chain_losses": ["last", "last"]}, "chain_losses must not repeat"),
+    ({"chain_losses": ["last", "last"]}, "no repeated chain_losses"),
     ({"chain_steps": [10]}, "chain_steps must match chain_lr"),
     ({"tail_k": 3}, "parameter 'tail_k' must be an int in [4, 10]"),
 ])
