@@ -8,6 +8,10 @@ import pytest
 
 from fake_chapters import front_matter
 
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pdf: builds and reads the whole book's PDF (make check-pdf; minutes)")
+
 BOOM = front_matter("smoke:\n  d: 3\n") + '''
 # A chapter that fails when asked to
 

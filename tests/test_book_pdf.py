@@ -1,7 +1,7 @@
 """The whole book as one PDF (``tools/book_pdf.sh``), printed from the last ``make book``.
 
-Needs the execution cache of a full build (``make book``); skipped without one. ``make check-render``
-runs it (``-m browser``). ``TTBOOK_ROOT=DIR`` points it at another book folder (as everywhere in
+Needs the execution cache of a full build (``make book``); skipped without one. ``make check-pdf``
+runs it (``-m pdf``; it takes minutes, so neither ``make test`` nor ``make check-render`` does). ``TTBOOK_ROOT=DIR`` points it at another book folder (as everywhere in
 ttbook: one holding ``_toc.yml`` and ``book/``; it needs ``_build/.jupyter_cache`` too). The PDF is made into a temporary folder; the script's
 scratch copy of the source goes to ``_build/pdf/work``. Reads the PDF with poppler's ``pdftotext``,
 ``pdfinfo`` and ``pdfimages`` (Debian's poppler-utils, installed if absent) and checks: one page or
@@ -22,7 +22,7 @@ import pytest
 
 from ttbook.chapters import ROOT
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.pdf, pytest.mark.slow]
 
 BOOK = ROOT  # the book's folder: this repository, or $TTBOOK_ROOT (ttbook.chapters.find_root)
 SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "book_pdf.sh"
