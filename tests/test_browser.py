@@ -43,11 +43,6 @@ ALLOW: dict[str, dict[str, str]] = {
     "overthinking": {"overflow": "long code lines and a wide table, owner told"},
     # 24 code cells wider than the column.
     "pseudo_newton": {"overflow": "long code lines, owner told"},
-    # 16 code cells wider than the column.
-    "task_selection": {"overflow": "long code lines, owner told"},
-    # 17 code cells wider than the column (the parameters cell by 366 px); "Γ⁻¹" twice in prose
-    # and "m → ∞" in a figure caption, outside typeset maths.
-    "long_chains": {"overflow": "long code lines, owner told", "symbols": "Γ⁻¹ and → outside maths, owner told"},
 }
 
 
