@@ -122,3 +122,22 @@ def test_frozen_W_loss_from_sums_equals_the_embedded_loss(structured):
     torch.testing.assert_close(fast.V.grad, Vr.grad, rtol=1e-10, atol=1e-12)
     trainable = lsa.LSA(d, V, W, train_W=True)   # the embedded path, taken when W is trained
     assert training.lsa_loss(trainable, batch).item() == pytest.approx(ref.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_train_lsa_steps_exactly_as_torch_optim(optimizer):
+    """The hand-written step (no torch.optim, whose first use imports torch's compiler) gives
+    torch.optim.Adam's / SGD's numbers bit for bit, on the same batches."""
+    L = cv.power_law(3, 0.5)
+    sampler = training.prompt_sampler(L, 6, 32, seed=4)
+    ours = lsa.LSA(3, W=lsa.structured_W(3), train_W=False)
+    training.train_lsa(ours, sampler, 25, lr=0.05, optimizer=optimizer, progress=False)
+    ref = lsa.LSA(3, W=lsa.structured_W(3), train_W=False)
+    params = [p for p in ref.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=0.05) if optimizer == "adam" else torch.optim.SGD(params, lr=0.05)
+    for t in range(25):
+        opt.zero_grad()
+        training.lsa_loss(ref, sampler(t)).backward()
+        opt.step()
+    start = lsa.LSA(3, W=lsa.structured_W(3), train_W=False).V
+    assert torch.equal(ours.V, ref.V) and not torch.equal(ours.V, start)

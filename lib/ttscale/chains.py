@@ -30,7 +30,7 @@ import torch
 from scipy.optimize import minimize, minimize_scalar
 from torch import nn
 
-from . import checks, lsa, prompts, theory, wishart
+from . import checks, lsa, prompts, theory, training, wishart
 
 __all__ = ["isotropic_power_traces", "isotropic_chain_error", "optimal_isotropic_step", "optimal_polynomial",
            "k_step_preconditioner", "chain_outputs", "memoryless_rollout", "chain_loss", "StackedLSA",
@@ -389,18 +389,6 @@ def stacked_loss(model: StackedLSA, batch: prompts.Prompts) -> torch.Tensor:
     return _column_loss(outs, batch.w.to(outs.dtype), False)
 
 
-def _adam_step(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-    """One step of Adam, the same operations in the same order as ``torch.optim.Adam``'s default
-    (single-tensor) path on the CPU, so the same numbers; without the optimizer machinery, whose
-    first use imports torch's compiler (seconds) and whose per-step overhead dominates tiny models."""
-    m.lerp_(grad, 1 - beta1)
-    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    step = float(step)
-    bias1, bias2 = 1 - beta1**step, 1 - beta2**step
-    denom = (v.sqrt() / bias2**0.5).add_(eps)
-    param.addcdiv_(m, denom, value=-(lr / bias1))
-
-
 def _clip(grads, clip):
     """``torch.nn.utils.clip_grad_norm_`` (2-norm over all gradients), on a list of tensors."""
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
@@ -449,7 +437,7 @@ def train_chain(model, sampler: Callable[[int], prompts.Prompts], stages: Sequen
                     if clip is not None:
                         _clip(grads, clip)
                     for p, g, (mm, vv) in zip(ps, grads, state[j]):
-                        _adam_step(p, g, mm, vv, i + 1, lr)
+                        training.adam_step(p, g, mm, vv, i + 1, lr)
                 history[j].append(value.item())
             t += 1
     out = np.array(history)

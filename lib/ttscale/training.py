@@ -21,7 +21,7 @@ from . import checks, prompts
 from .lsa import LSA, blocks
 from .progress import bar
 
-__all__ = ["target_column", "lsa_loss", "prompt_sampler", "History", "train_lsa", "train_stages"]
+__all__ = ["target_column", "lsa_loss", "prompt_sampler", "History", "adam_step", "train_lsa", "train_stages"]
 
 
 def target_column(w: torch.Tensor) -> torch.Tensor:
@@ -101,6 +101,22 @@ class History(NamedTuple):
     V: np.ndarray  # (len(steps), 2d+2, 2d+2)
 
 
+def adam_step(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One Adam step in place on ``param`` (state ``m``, ``v``; ``step`` counts from 1).
+
+    The same operations in the same order as ``torch.optim.Adam``'s default (single-tensor) path on
+    the CPU, so the same numbers (tested bit for bit), without the optimiser machinery: its first
+    step imports torch's compiler (2-3 CPU-s per process) and its per-step overhead dominates the
+    book's tiny models.
+    """
+    m.lerp_(grad, 1 - beta1)
+    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    step = float(step)
+    bias1, bias2 = 1 - beta1**step, 1 - beta2**step
+    denom = (v.sqrt() / bias2**0.5).add_(eps)
+    param.addcdiv_(m, denom, value=-(lr / bias1))
+
+
 def train_lsa(
     model: LSA,
     sampler: Callable[[int], object],
@@ -127,7 +143,7 @@ def train_lsa(
     record_every = checks.nonnegative_int(record_every, "record_every")
     start_step = checks.nonnegative_int(start_step, "start_step")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+    state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]  # Adam's moments
     losses = np.empty(steps)
     rec_steps, rec_V = [], []
 
@@ -138,10 +154,16 @@ def train_lsa(
     if record_every:
         record(0)
     for t in bar(range(steps), desc="training LSA") if progress else range(steps):
-        opt.zero_grad()
+        for p in params:
+            p.grad = None
         loss = lsa_loss(model, sampler(start_step + t))
         loss.backward()
-        opt.step()
+        with torch.no_grad():  # torch.optim.Adam's / SGD's step, the same numbers
+            for p, (m, v) in zip(params, state):
+                if optimizer == "adam":
+                    adam_step(p, p.grad, m, v, t + 1, lr)
+                else:
+                    p.add_(p.grad, alpha=-lr)
         losses[t] = loss.item()
         if record_every and ((t + 1) % record_every == 0 or t + 1 == steps) and (not rec_steps or rec_steps[-1] != start_step + t + 1):
             record(t + 1)
