@@ -39,10 +39,6 @@ ALLOW: dict[str, dict[str, str]] = {
     # 12 code cells wider than the column (e.g. "config = ...", "key = ..." cells: lines of
     # 90-130 characters).
     "gpt2": {"overflow": "long code lines, owner told"},
-    # 19 code cells and one output table ("predicted helps") wider than the column.
-    "overthinking": {"overflow": "long code lines and a wide table, owner told"},
-    # 24 code cells wider than the column.
-    "pseudo_newton": {"overflow": "long code lines, owner told"},
 }
 
 
