@@ -102,19 +102,9 @@ class _LoopEquations:
             key = rest + ((a, b) if a >= b else (b, a))
             v = get(key)
             total += E(key) if v is None else v
-        previous = None
-        for i, a in enumerate(rest):  # merge p_j with each distinct other part a
-            if a == previous:
-                continue
-            previous = a
-            others = list(rest[:i] + rest[i + 1:])
-            merged, pos = j + a - 1, 0
-            while pos < len(others) and others[pos] >= merged:
-                pos += 1
-            others.insert(pos, merged)
-            key = tuple(others)
+        for key, coeff in _merged_parts(rest, j):  # merge p_j with each distinct other part
             v = get(key)
-            total += 2 * a * rest.count(a) * (E(key) if v is None else v)
+            total += coeff * (E(key) if v is None else v)
         memo[mu] = total
         return total
 
@@ -208,17 +198,7 @@ def _loop_plan(degree: int) -> _Plan:
             for a in range(j - 2, j // 2 - 1, -1):  # p_{r+1} p_{j−2−r}: a >= b = j − 1 − a >= 1
                 b = j - 1 - a
                 row.append((rest + (a, b), 2 if a != b else 1))
-            previous = None
-            for i, a in enumerate(rest):
-                if a == previous:
-                    continue
-                previous = a
-                others = list(rest[:i] + rest[i + 1:])
-                merged, pos = j + a - 1, 0
-                while pos < len(others) and others[pos] >= merged:
-                    pos += 1
-                others.insert(pos, merged)
-                row.append((tuple(others), 2 * a * rest.count(a)))
+            row.extend(_merged_parts(rest, j))
         table[mu] = row
         todo.extend(key for key, _ in row if key and key not in table)
     degree_of = {mu: sum(mu) for mu in table}
@@ -418,6 +398,23 @@ def _plan(r: int):
 
 #: Entropy word that keeps :func:`sample_covariances`' draws apart from other seeded streams.
 _SAMPLE_KEY = 0x57495348  # "WISH"
+
+
+def _merged_parts(rest: tuple, j: int):
+    """The loop equation's merge terms: for each distinct part a of ``rest``, the partition with p_j
+    and p_a merged into p_{j+a-1} (parts kept in decreasing order) and its coefficient 2a times the
+    multiplicity of a."""
+    previous = None
+    for i, a in enumerate(rest):
+        if a == previous:
+            continue
+        previous = a
+        others = list(rest[:i] + rest[i + 1:])
+        merged, pos = j + a - 1, 0
+        while pos < len(others) and others[pos] >= merged:
+            pos += 1
+        others.insert(pos, merged)
+        yield tuple(others), 2 * a * rest.count(a)
 
 
 def sample_covariances(Sigma, m: int, batch: int, *, seed: int = 0, step: int = 0) -> np.ndarray:
