@@ -77,6 +77,8 @@ def test_a_clean_page_passes():
     ("<div class='cell_input'><pre data-overflow='120'>x = 1</pre></div>", "a code block is 120 px wider"),
     ("<div class='cell_output'><table data-overflow='30'><tr><td>1</td></tr></table></div>",
      "an output table is 30 px wider"),
+    ("<div class='math'><mjx-container display='true' data-overflow='40'>x</mjx-container></div>",
+     "a displayed equation is 40 px wider"),
     ("<p>printed</p><pre>Traceback (most recent call last):</pre>", "Python traceback"),
     ("<figure><figcaption>no image</figcaption></figure>", "a figure without an image"),
 ])
@@ -134,7 +136,9 @@ def test_layout_rule_measures_a_real_page():
         pytest.skip("chromium is not installed (make check-render installs it)")
     wide = "x = [" + ", ".join(str(i) for i in range(80)) + "]"
     body = (f"<div class='cell_input'><pre>{wide}</pre></div><div class='cell_input'><pre>y = 1</pre></div>"
-            "<div class='cell_output'><table><tr>" + "<td>123456789</td>" * 40 + "</tr></table></div>")
+            "<div class='cell_output'><table><tr>" + "<td>123456789</td>" * 40 + "</tr></table></div>"
+            "<div class='math' style='overflow-x: auto'><span style='display: inline-block; width: 900px'>"
+            "wide equation</span></div>")
     html = ("<html><body><main><article class='bd-article' style='width: 500px; overflow: hidden'>"
             f"{body}</article></main></body></html>")
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,4 +151,5 @@ def test_layout_rule_measures_a_real_page():
     found = render_check.page_problems(out.stdout, "p.html")
     assert any("a code block is" in p and "x = [0, 1" in p for p in found), found
     assert any("an output table is" in p for p in found), found
+    assert any("a displayed equation is" in p and "wide equation" in p for p in found), found
     assert not any("'y = 1'" in p for p in found), found

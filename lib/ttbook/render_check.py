@@ -15,8 +15,9 @@ sentence per defect:
 * an unresolved glue placeholder (``{glue:...}`` left as text) or reference (``??``);
 * working notes that reach the reader: phrases the caller names in ``wording`` (the book's own list
   is in ``tests/test_browser.py``);
-* code or output wider than the column: a ``pre`` or output table that :data:`MEASURE_JS`
-  found scrolling sideways at the window size of the check;
+* code, output or a displayed equation wider than the column: a ``pre``, output table or display
+  (``div.math``, MathJax's display container) that :data:`MEASURE_JS` found scrolling sideways
+  at the window size of the check;
 * a maths page that MathJax did not typeset, a figure without its image, a Python traceback.
 
 The rules work on plain HTML, so ``tests/test_render_check.py`` injects each defect into a small
@@ -31,14 +32,14 @@ from pathlib import Path
 
 __all__ = ["RULES", "MEASURE_JS", "with_measurement", "page_problems", "typeset_count", "GREEK_AND_SYMBOLS"]
 
-# Marks every code block and output table that is wider than the space it is given. Runs after
+# Marks every code block, output table and displayed equation that is wider than the space it is given. Runs after
 # load (MathJax has typeset by then in a --virtual-time-budget run); the result is read from the
 # dumped DOM as a data attribute, so the check needs no DevTools protocol.
 MEASURE_JS = """
 <script>
 window.addEventListener("load", function () {
   setTimeout(function () {
-    document.querySelectorAll("article pre, article .cell_output table, article .cell_output .output").forEach(function (el) {
+    document.querySelectorAll("article pre, article .cell_output table, article .cell_output .output, article div.math, article mjx-container[display='true']").forEach(function (el) {
       var over = el.scrollWidth - el.clientWidth;
       var box = el.closest(".bd-article") || document.body;
       var out = el.getBoundingClientRect().right - box.getBoundingClientRect().right;
@@ -123,7 +124,9 @@ def page_problems(dom: str, name: str, *, source_html: str | None = None, page_d
     if "Traceback (most recent call last)" in soup.get_text(" ") or soup.select(".output.traceback"):
         add("traceback", "shows a Python traceback")
     for el in main.select("[data-overflow]"):
-        what = "an output table" if el.name == "table" else "a code block" if el.name == "pre" else "an output"
+        what = ("an output table" if el.name == "table" else "a code block" if el.name == "pre" else
+                "a displayed equation" if el.name == "mjx-container" or "math" in (el.get("class") or [])
+                else "an output")
         first = (el.get_text().strip().splitlines() or [""])[0][:60]
         add("overflow", f"{what} is {el['data-overflow']} px wider than the column: {first!r}")
 
