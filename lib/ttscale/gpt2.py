@@ -671,14 +671,13 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
             X, y = _prompt_for(c, X, y, k)
         test = (X, y, k)
     paths = [Path(cache_dir) / f"{cache_key(c, tc, L)}.pt" for c, tc, L in jobs]
-    todo, seen = [], set()
+    todo, todo_paths = [], []
     for job, path in zip(jobs, paths):
-        if (test is not None or not path.is_file()) and path not in seen:
-            seen.add(path)
+        if (test is not None or not path.is_file()) and path not in todo_paths:
+            todo_paths.append(path)
             todo.append((*job, str(cache_dir), device, test))
     fresh, estimates = set(), {}
     if todo:
-        was_stored = {Path(j[3]) / f"{cache_key(j[0], j[1], j[2])}.pt" for j in todo if _cost(j) == 0.0}
         if processes == 1 or len(todo) == 1 or dev.type == "cuda":
             results = [_worker(job) for job in todo]
         else:
@@ -689,10 +688,9 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
             results = [None] * len(todo)
             for i, r in zip(order, done):
                 results[i] = r
-        for job, (_, _, est) in zip(todo, results):
-            path = Path(job[3]) / f"{cache_key(job[0], job[1], job[2])}.pt"
+        for path, (cached, _, est) in zip(todo_paths, results):   # the worker says whether it trained
             estimates[path] = est
-            if path not in was_stored:
+            if not cached:
                 fresh.add(path)
     return [_load(p, c, dev)._replace(cached=p not in fresh, estimates=estimates.get(p))
             for (c, _, _), p in zip(jobs, paths)]
