@@ -390,6 +390,89 @@ def test_state_hash_fingerprints_the_weights():
     assert gpt2.state_hash(a) != gpt2.state_hash(b)
 
 
+# --- the stacked trainer --------------------------------------------------------------------
+
+STACK_OPTIONS = [dict(), dict(tokens="separate", positions="learned", max_len=24)]
+
+
+def _stacked_params(models):
+    names = [n for n, _ in models[0].named_parameters()]
+    return {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).clone().requires_grad_(True)
+            for n in names}
+
+
+@pytest.mark.parametrize("options", STACK_OPTIONS)
+@pytest.mark.parametrize("chain, window, prefix", [(1, 0, False), (4, 0, True), (5, 2, False)])
+def test_stacked_loss_and_gradient_equal_the_modules(options, chain, window, prefix):
+    """The stack's functional decoder against torch's modules: each model's loss is chain_loss, each gradient its own."""
+    cfg = tiny(**options)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(gpt2.GPT2(cfg))
+    batches = [batch(seed=s) for s in (1, 2)]
+    P = _stacked_params(models)
+    losses = gpt2._s_losses(P, models[0], batches, chain, window, prefix)
+    losses.sum().backward()
+    for j, (m, b) in enumerate(zip(models, batches)):
+        ref = gpt2.chain_loss(m, b, chain, window, prefix)
+        torch.testing.assert_close(losses[j], ref, rtol=1e-5, atol=1e-7)
+        ref.backward()
+        for name, p in m.named_parameters():
+            torch.testing.assert_close(P[name].grad[j], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("options, train_kw", [
+    (dict(), dict(chain_train=4, chain_sampling="random", loss_window=2)),
+    (dict(tokens="separate", positions="learned", max_len=24), dict(chain_train=3, prefix_loss=True)),
+    (dict(), dict(chain_train=2, curriculum=True)),
+])
+def test_a_model_trained_in_a_stack_equals_it_trained_alone(options, train_kw):
+    """Bit for bit: seeds and covariances differ inside the stack, the arithmetic of each slice does not."""
+    cfg = tiny(**options)
+    Lams = [covariances.identity(D), covariances.power_law(D, 1.0, normalise="max"), covariances.identity(D)]
+    jobs = [(cfg, tc(steps=10, seed=s, **train_kw), L) for s, L in zip((0, 0, 3), Lams)]
+    stacked = gpt2.train_stack(jobs, device="cpu", progress=False)
+    for job, got in zip(jobs, stacked):
+        alone = gpt2.train(*job, device="cpu", progress=False)
+        np.testing.assert_array_equal(got.loss, alone.loss)
+        assert gpt2.state_hash(got.model) == gpt2.state_hash(alone.model)
+    assert not np.array_equal(stacked[0].loss, stacked[1].loss)   # another covariance, another model
+    assert not np.array_equal(stacked[0].loss, stacked[2].loss)   # another seed, another model
+
+
+def test_a_stack_refuses_jobs_that_differ_beyond_seed_and_covariance():
+    Lam = covariances.identity(D)
+    with pytest.raises(ValueError, match="jobs of one stack must share"):
+        gpt2.train_stack([(tiny(), tc(steps=2), Lam), (tiny(), tc(steps=2, chain_train=3), Lam)], device="cpu")
+    with pytest.raises(ValueError, match="jobs of one stack must share"):
+        gpt2.train_stack([(tiny(), tc(steps=2), Lam), (tiny(d=4), tc(steps=2), covariances.identity(4))],
+                         device="cpu")
+    with pytest.raises(ValueError, match="jobs must hold at least one"):
+        gpt2.train_stack([], device="cpu")
+
+
+def test_random_chain_lengths_come_from_the_step_alone():
+    """Common random numbers: every seed sees the same chain lengths, which cover 1 … chain_train."""
+    a = [gpt2._chain_length(tc(chain_train=6, chain_sampling="random", seed=0), t) for t in range(200)]
+    b = [gpt2._chain_length(tc(chain_train=6, chain_sampling="random", seed=5), t) for t in range(200)]
+    assert a == b and set(a) == set(range(1, 7))
+
+
+def test_train_many_stacks_equal_training_alone(tmp_path):
+    """One process: the jobs that differ only in seed and covariance train as one stack; each equals train()."""
+    Lam = covariances.identity(D)
+    jobs = [(tiny(), tc(steps=6, seed=s), L) for s in (0, 1) for L in (Lam, 2 * Lam)]
+    jobs.append((tiny(), tc(steps=6, chain_train=1), Lam))
+    todo = [(*j, str(tmp_path), "cpu", None) for j in jobs]
+    assert sorted(map(len, gpt2._units(todo, 1))) == [1, 4]
+    many = gpt2.train_many(jobs, cache_dir=tmp_path, processes=1, device="cpu")
+    for job, got in zip(jobs, many):
+        alone = gpt2.train(*job, device="cpu", progress=False)
+        np.testing.assert_array_equal(got.loss, alone.loss)
+        assert gpt2.state_hash(got.model) == gpt2.state_hash(alone.model) and not got.cached
+
+
 def test_train_many_in_processes_equals_training_alone(tmp_path):
     Lam = covariances.identity(D)
     jobs = [(tiny(), tc(steps=8, seed=s), Lam) for s in (0, 1, 2)]

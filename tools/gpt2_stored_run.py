@@ -34,17 +34,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The stored runs' sizes. ``medium`` was sized to about 35 CPU-minutes of the project's shared 2-core
-#: machine (measured about 0.2 CPU-s per step at batch 32 under load); ``paper`` is the paper's GPT-2
+#: The stored runs' sizes. ``medium`` was sized to about 45 CPU-minutes of the project's shared 2-core
+#: machine (measurements below); ``paper`` is the paper's GPT-2
 #: and task sizes on a GPU (8 models of 2000 steps, estimated, not measured, at under 10 minutes on one GPU);
 #: ``tiny`` is the seconds-long check of this path.
 PRESETS = {
     "tiny": dict(scale="smoke", d=3, n_train=[4, 6, 8], seeds=[0, 1], steps=12, batch=16, lr=3e-3,
                  chain_train=4, loss_window=2, k_max=4, m_test=12, n_test=50),
-    # planned: n 20, 30, 40 and seeds 0, 1 (six models); on 2026-12-01 the shared machine ran at a load of
-    # 10-16 and gave each process about a tenth of a core, so the stored run was cut to the three models
-    # that finished: n 20 and 40 in distribution and n 40 skewed, seed 0 (a model took 3 CPU-minutes).
-    "medium": dict(scale="medium", d=10, n_train=[20, 40], seeds=[0], steps=500, batch=32, lr=1e-3,
+    # eight models: n 20, 30, 40 in distribution and the skewed experiment against its control at n 40, three
+    # seeds. Measured with the stacked trainer (ttscale.gpt2.train_stack) at a load of about 3: 0.24 CPU-s per
+    # step at n 20, 0.33 per model-step at n 40 in a stack of four, so about 37 CPU-minutes in all.
+    "medium": dict(scale="medium", d=10, n_train=[20, 30, 40], seeds=[0, 1, 2], steps=1000, batch=32, lr=1e-3,
                    chain_train=20, loss_window=4, k_max=20, m_test=40, n_test=1000),
     "paper": dict(scale="paper", d=20, n_train=[20, 30, 40], seeds=[0, 1, 2], steps=2000, batch=64, lr=3e-4,
                   chain_train=20, loss_window=4, k_max=20, m_test=80, n_test=2000),

@@ -31,8 +31,9 @@ Objective: for a prompt of length n, run an unrolled chain of model applications
 appended as the token (0; 0; ŵ; 1) before the next one) and minimise the mean of E‖ŵ_i − w‖² / d
 over the chain's last ``loss_window`` estimates (0: all of them). ``chain_sampling = "fixed"`` runs
 ``chain_train`` applications on every batch; ``"random"`` draws the length uniformly from
-1 … ``chain_train`` per batch (seeded by the step), so training covers every chain length up to
-``chain_train``. ``chain_train = 1`` is *direct* training, the paper's LSA objective: then the model
+1 … ``chain_train`` per batch, from the step alone, so training covers every chain length up to
+``chain_train`` and every model sees the same sequence of lengths (common random numbers: seeds
+differ in their initial weights and prompts, and a skewed model and its control are paired). ``chain_train = 1`` is *direct* training, the paper's LSA objective: then the model
 never sees a non-zero estimate token and nothing teaches it how to read one
 ({ref}`sec-pseudo-newton`). ``prefix_loss = True`` adds the loss of the read-out at every example
 token (the estimate from the first i examples, Garg et al.'s loss on every prefix).
@@ -69,13 +70,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checks, prompts
+from . import checks, prompts, training
 from .progress import bar
 from .prompts import embed, estimate_token
 
 __all__ = ["GPT2Config", "SCALES", "config_for", "GPT2", "resolve_device", "cpu_threads", "chain", "rollout",
            "rollout_uncached", "TrainConfig", "Trained", "cache_key", "chain_loss", "train", "load_or_train",
-           "train_many", "state_hash"]
+           "train_many", "train_stack", "state_hash"]
 
 POSITIONS = ("none", "learned")
 TOKENS = ("joint", "separate")
@@ -472,7 +473,7 @@ def cache_key(config: GPT2Config, train_config: TrainConfig, Lam) -> str:
         "train": {k: getattr(train_config, k) for k in train_config.__dataclass_fields__},
         "Lam": [float(f"{v:.12g}") for v in Lam.ravel()],
         "torch": torch.__version__.split("+")[0],
-        "version": 2,
+        "version": 3,   # 3: models trained by the stacked trainer (train_stack)
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -523,7 +524,7 @@ def _lr_factor(t: int, steps: int) -> float:
 def _chain_length(tc: TrainConfig, t: int) -> int:
     if tc.chain_sampling == "fixed":
         return tc.chain_train
-    g = np.random.default_rng([tc.seed, 7, t])
+    g = np.random.default_rng([7, t])   # from the step alone: every model sees the same chain lengths
     return int(g.integers(1, tc.chain_train + 1))
 
 
@@ -543,52 +544,207 @@ def train(config: GPT2Config, train_config: TrainConfig, Lam, *, device: str = "
 
     On the CPU, training uses ``threads`` intra-op threads (see :func:`cpu_threads`;
     ``None`` keeps torch's setting). ``stop_after`` runs only the first steps of the same schedule
-    (its loss curve is then a prefix of the full run's; used to check stored runs).
+    (its loss curve is then a prefix of the full run's; used to check stored runs). The arithmetic
+    is that of a stack of one (:func:`train_stack`), so a model trained alone equals the same
+    model trained in any stack, bit for bit.
     """
-    Lam = checks.covariance(Lam, "Lam", d=config.d)
-    tc = train_config
-    if config.positions == "learned":
-        per = 2 if config.tokens == "separate" else 1
-        need = per * tc.n_train + tc.chain_train
-        if need > config.max_len:
-            raise ValueError(f"max_len must cover the training chain: n_train and chain_train need {need} "
-                             f"positions, max_len is {config.max_len}")
+    return train_stack([(config, train_config, Lam)], device=device, progress=progress, threads=threads,
+                       stop_after=stop_after)[0]
+
+
+def train_stack(jobs, *, device: str = "auto", progress: bool = True, threads: int | None = 1,
+                stop_after: int | None = None) -> list[Trained]:
+    """Train the models ``jobs = [(config, train_config, Lam), …]`` together, as one stack (see above).
+
+    Every job must have the same architecture and training settings except the seed and Λ (the
+    chain, its sampling and loss window, n, steps, batch, learning rate, prefix loss, curriculum).
+    Each result equals :func:`train` of that job alone, bit for bit; ``seconds`` is the stack's
+    time divided by its size.
+    """
+    if not jobs:
+        raise ValueError("jobs must hold at least one (config, train_config, Lam)")
+    checked = []
+    for c, tc, L in jobs:
+        if not isinstance(c, GPT2Config) or not isinstance(tc, TrainConfig):
+            raise ValueError("each job must be (GPT2Config, TrainConfig, Lam)")
+        L = checks.covariance(L, "Lam", d=c.d)
+        if c.positions == "learned":
+            per = 2 if c.tokens == "separate" else 1
+            need = per * tc.n_train + tc.chain_train
+            if need > c.max_len:
+                raise ValueError(f"max_len must cover the training chain: n_train and chain_train need {need} "
+                                 f"positions, max_len is {c.max_len}")
+        checked.append((c, tc, L))
+    keys = {_stack_key(c, tc) for c, tc, _ in checked}
+    if len(keys) > 1:
+        raise ValueError("jobs of one stack must share the architecture and every training setting but the "
+                         "seed (n_train, chain_train, chain_sampling, loss_window, steps, batch, lr, prefix_loss, "
+                         "curriculum)")
+    if stop_after is not None:
+        stop_after = checks.nonnegative_int(stop_after, "stop_after")
     dev = resolve_device(device)
-    torch.manual_seed(tc.seed)
-    model = GPT2(config).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: _lr_factor(t, tc.steps))
-    n_steps = tc.steps if stop_after is None else min(tc.steps, checks.nonnegative_int(stop_after, "stop_after"))
-    losses = np.empty(n_steps)
+    config = checked[0][0]
+    with cpu_threads(threads if dev.type == "cpu" else None):
+        out = _train_stack(config, [tc for _, tc, _ in checked], [L for _, _, L in checked], dev,
+                           progress=progress, stop_after=stop_after)
+    return [Trained(m, loss, False, seconds, None) for m, loss, seconds in out]
+
+
+# --------------------------------------------------------------------------- several models trained as one stack
+# The book's decoders are so small that a training step is dominated by the fixed cost of each
+# kernel call, not by arithmetic (measured: 1 000 kernel calls of a few microseconds of work each per
+# chain application). K decoders of one architecture trained on prompts of one length are therefore
+# trained together: their parameters are stacked along a leading axis of size K and each layer is one
+# batched matrix product for all K. The models stay independent: each has its own prompts, loss,
+# gradient clipping and Adam state, and the arithmetic on model j's slice is the same whatever else is
+# in the stack (batched products, row-wise reductions and element-wise operations act slice by slice;
+# tested bit for bit), so a model trained in a stack of K equals the same model trained alone, and the
+# checkpoint cache stays keyed by one model's configuration.
+
+def _stack_key(config: GPT2Config, tc: TrainConfig) -> tuple:
+    """Models with equal keys share a stack: everything but the seed and Λ is equal, so every step
+    runs the same chain length and loss window for all of them (:func:`_chain_length` draws the
+    length from the step alone)."""
+    return (config, tc.n_train, tc.chain_train, tc.chain_sampling, tc.loss_window, tc.steps, tc.batch, tc.lr,
+            tc.prefix_loss, tc.curriculum)
+
+
+def _s_linear(P, weight, bias, h):
+    """y = h Wᵀ + b for each model: h (K, …, in) → (K, …, out)."""
+    K, shape = h.shape[0], h.shape[1:-1]
+    out = torch.baddbmm(P[bias].unsqueeze(1), h.reshape(K, -1, h.shape[-1]), P[weight].mT)
+    return out.view(K, *shape, out.shape[-1])
+
+
+def _s_norm(P, name, h):
+    """LayerNorm (ε = 1e-5, torch's default) with each model's own gain and bias."""
+    view = (h.shape[0],) + (1,) * (h.ndim - 2) + (h.shape[-1],)
+    return torch.addcmul(P[name + ".bias"].view(view), F.layer_norm(h, h.shape[-1:]), P[name + ".weight"].view(view))
+
+
+def _s_block(P, i: int, H: int, h, kv):
+    """Block i of every model on the new tokens h (K, b, t, W), against the cached keys and values kv."""
+    pre = f"blocks.{i}."
+    K, b, t, W = h.shape
+    a = _s_norm(P, pre + "norm1", h)
+    qkv = _s_linear(P, pre + "self_attn.in_proj_weight", pre + "self_attn.in_proj_bias", a)
+    q, k, v = qkv.view(K * b, t, 3, H, W // H).permute(2, 0, 3, 1, 4)   # each (K·b, H, t, W/H)
+    if kv is not None:
+        k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+    if t == 1:
+        o = F.scaled_dot_product_attention(q, k, v)
+    elif kv is None:
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        T = k.shape[2]
+        mask = torch.ones(t, T, dtype=torch.bool, device=h.device).tril(T - t)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    o = o.transpose(1, 2).reshape(K, b, t, W)
+    h = h + _s_linear(P, pre + "self_attn.out_proj.weight", pre + "self_attn.out_proj.bias", o)
+    m = F.gelu(_s_linear(P, pre + "linear1.weight", pre + "linear1.bias", _s_norm(P, pre + "norm2", h)))
+    return h + _s_linear(P, pre + "linear2.weight", pre + "linear2.bias", m), (k, v)
+
+
+def _s_run(P, config: GPT2Config, seq, cache):
+    """The stacked decoders on new tokens seq (K, b, t, 2d+2); the hidden states and the longer cache."""
+    offset = 0 if cache is None else cache[0][0].shape[2]
+    h = _s_linear(P, "read_in.weight", "read_in.bias", seq)
+    if config.positions == "learned":
+        h = h + P["pos.weight"][:, None, offset:offset + seq.shape[2]]
+    new = []
+    for i in range(config.n_layer):
+        h, kv = _s_block(P, i, config.n_head, h, None if cache is None else cache[i])
+        new.append(kv)
+    return h, new
+
+
+def _s_read(P, h):
+    return _s_linear(P, "read_out.weight", "read_out.bias", _s_norm(P, "ln_f", h))
+
+
+def _s_losses(P, template: GPT2, batches, chain_train: int, loss_window: int, prefix_loss: bool):
+    """Each model's :func:`chain_loss` on its own batch, computed for the whole stack at once: (K,).
+
+    The same chain for every model: ``chain_train`` applications, the loss on the last
+    ``loss_window`` (0: all), the applications before the window without gradients.
+    """
+    config = template.config
+    K, d, b = len(batches), config.d, batches[0].X.shape[0]
+    seq = template._sequence(torch.cat([embed(bt.X, bt.y) for bt in batches]))
+    h_prompt, cache = _s_run(P, config, seq.view(K, b, *seq.shape[1:]), None)
+    w_hat = _s_read(P, h_prompt[:, :, -1])                           # (K, b, d)
+    est = [w_hat]
+    grad_from = chain_train - loss_window if loss_window else 0
+    for i in range(1, chain_train):  # sequential: each application reads the previous estimate
+        with torch.set_grad_enabled(torch.is_grad_enabled() and i >= grad_from):
+            w_in = w_hat if i >= grad_from else w_hat.detach()
+            tok = estimate_token(w_in.reshape(K * b, d)).transpose(1, 2).reshape(K, b, 1, -1)
+            h, cache = _s_run(P, config, tok, cache)
+            w_hat = _s_read(P, h[:, :, -1])
+        est.append(w_hat)
+    est = torch.stack(est, dim=2)[:, :, -loss_window if loss_window else 0:]   # (K, b, window, d)
+    pre = _s_read(P, h_prompt[:, :, :-1]) if prefix_loss else None
+    losses = []
+    for j, bt in enumerate(batches):   # model by model: each loss's arithmetic is independent of the stack
+        target = bt.w[:, None, :]
+        loss = ((est[j] - target) ** 2).mean()
+        if prefix_loss:
+            loss = loss + ((pre[j] - target) ** 2).mean()
+        losses.append(loss)
+    return torch.stack(losses)
+
+
+def _train_stack(config: GPT2Config, tcs, Lams, dev, *, progress: bool = False, stop_after: int | None = None):
+    """Train len(tcs) models of one :func:`_stack_key` together; [(model, losses, seconds)], each as :func:`train` alone."""
+    tc0 = tcs[0]
+    K, d = len(tcs), config.d
+    templates = []
+    for tc in tcs:
+        torch.manual_seed(tc.seed)
+        templates.append(GPT2(config).to(dev))
+    names = [n for n, _ in templates[0].named_parameters()]
+    P = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in templates]).clone().requires_grad_(True)
+         for n in names}
+    state = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in P.items()}
+    n_steps = tc0.steps if stop_after is None else min(tc0.steps, stop_after)
+    losses = np.empty((K, n_steps))
     start = time.perf_counter()
     steps = range(n_steps)
-    it = bar(steps, desc=f"GPT-2 n={tc.n_train} chain={tc.chain_train}") if progress else steps
-    model.train()
-    with cpu_threads(threads if dev.type == "cpu" else None):
-        _loop(model, opt, sched, it, tc, Lam, dev, losses)
-    model.eval()
-    return Trained(model, losses, False, time.perf_counter() - start, None)
-
-
-def _loop(model, opt, sched, it, tc, Lam, dev, losses):
-    d = model.d
+    it = bar(steps, desc=f"GPT-2 n={tc0.n_train}, {K} model{'s' * (K > 1)}") if progress else steps
     for t in it:
-        d_t, n_t = _curriculum(tc, d, t)
-        batch = prompts.sample(Lam, n_t, tc.batch, seed=tc.seed, stream="train", step=t, dtype=torch.float32)
-        if d_t < d:
-            X, w = batch.X.clone(), batch.w.clone()
-            X[:, d_t:] = 0
-            w[:, d_t:] = 0
-            batch = prompts.Prompts(X, torch.einsum("bdn,bd->bn", X, w), w)
-        batch = prompts.Prompts(*(a.to(dev) for a in batch))
-        opt.zero_grad(set_to_none=True)
-        c = _chain_length(tc, t)
-        loss = chain_loss(model, batch, c, min(tc.loss_window, c), tc.prefix_loss)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses[t] = loss.item()
+        d_t, n_t = _curriculum(tc0, d, t)
+        batches = []
+        for tc, L in zip(tcs, Lams):
+            bt = prompts.sample(L, n_t, tc.batch, seed=tc.seed, stream="train", step=t, dtype=torch.float32)
+            if d_t < d:
+                X, w = bt.X.clone(), bt.w.clone()
+                X[:, d_t:] = 0
+                w[:, d_t:] = 0
+                bt = prompts.Prompts(X, torch.einsum("bdn,bd->bn", X, w), w)
+            batches.append(prompts.Prompts(*(a.to(dev) for a in bt)))
+        c = _chain_length(tc0, t)
+        for p in P.values():
+            p.grad = None
+        loss = _s_losses(P, templates[0], batches, c, min(tc0.loss_window, c), tc0.prefix_loss)
+        loss.sum().backward()
+        # gradient clipping at norm 1, model by model (torch.nn.utils.clip_grad_norm_'s arithmetic)
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in P.values()], dim=1)
+        coef = (1.0 / (torch.linalg.vector_norm(norms, dim=1) + 1e-6)).clamp(max=1.0)
+        lr_t = tc0.lr * _lr_factor(t, tc0.steps)
+        with torch.no_grad():
+            for n, p in P.items():
+                g = p.grad.mul_(coef.view(K, *([1] * (p.ndim - 1))))
+                training.adam_step(p, g, *state[n], t + 1, lr_t)
+        losses[:, t] = loss.detach().cpu().numpy()
+    seconds = (time.perf_counter() - start) / K
+    out = []
+    with torch.no_grad():
+        for j, m in enumerate(templates):
+            for n, p in m.named_parameters():
+                p.copy_(P[n][j])
+            m.eval()
+            out.append((m, losses[j], seconds))
+    return out
 
 
 def _save(path: Path, out: Trained, config: GPT2Config, train_config: TrainConfig):
@@ -628,12 +784,28 @@ def load_or_train(config: GPT2Config, train_config: TrainConfig, Lam, *, cache_d
     return out._replace(path=path)
 
 
-def _worker(job):
-    config, train_config, Lam, cache_dir, device, test = job
+def _worker(unit):
+    """Train the missing models of one stack together, store them, and roll out every model when asked.
+
+    ``unit`` is a list of jobs (config, train_config, Lam, cache_dir, device, test) of one
+    :func:`_stack_key`; returns, per job, (whether it came from the cache, training seconds, estimates).
+    """
     torch.set_num_threads(1)
-    out = load_or_train(config, train_config, Lam, cache_dir=cache_dir, device=device, progress=False, threads=1)
-    est = None if test is None else rollout(out.model, *test, threads=1)
-    return out.cached, out.seconds, est
+    paths = [Path(j[3]) / f"{cache_key(j[0], j[1], j[2])}.pt" for j in unit]
+    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    fresh = {}
+    if missing:
+        trained = train_stack([unit[i][:3] for i in missing], device=unit[0][4], progress=False, threads=1)
+        for i, out in zip(missing, trained):
+            _save(paths[i], out, unit[i][0], unit[i][1])
+            fresh[i] = out
+    results = []
+    for i, (job, path) in enumerate(zip(unit, paths)):
+        out = fresh[i] if i in fresh else _load(path, job[0], resolve_device(job[4]))
+        test = job[5]
+        est = None if test is None else rollout(out.model, *test, threads=1)
+        results.append((i not in fresh, out.seconds, est))
+    return results
 
 
 def _cost(job) -> float:
@@ -645,13 +817,35 @@ def _cost(job) -> float:
     return tc.steps * tc.batch * (tc.n_train + mean_chain) * c.n_layer * c.width
 
 
+def _units(todo, processes: int):
+    """The jobs as stacks (:func:`_stack_key`); a stack costing more than a process's share of the
+    whole is split in halves (so the processes can end together), down to single models."""
+    groups = {}
+    for i, job in enumerate(todo):
+        groups.setdefault(_stack_key(job[0], job[1]), []).append(i)
+    units = list(groups.values())
+
+    def cost(u):
+        return sum(_cost(todo[i]) for i in u)
+
+    share = sum(cost(u) for u in units) / processes
+    while True:
+        big = max(units, key=cost)
+        if len(big) < 2 or cost(big) <= share:
+            return units
+        units.remove(big)
+        units += [big[: len(big) // 2], big[len(big) // 2:]]
+
+
 def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", test=None) -> list[Trained]:
     """:func:`load_or_train` for each ``(config, train_config, Lam)`` in ``jobs``, the missing ones in parallel.
 
     Models not in ``cache_dir`` are trained by ``processes`` worker processes (spawned, one intra-op
     thread each) and stored there; then every model is loaded from the cache, in the order of ``jobs``.
-    Each model is trained exactly as :func:`train` would (same seed, same result). On a GPU the
-    models are trained one after another in this process.
+    Jobs that differ only in their seed and Λ are trained together as one stack (:func:`train_stack`;
+    a stack larger than a process's share of the work is split). Each model is trained exactly as
+    :func:`train` would (same seed, same result, bit for bit). On a GPU the stacks are trained one
+    after another in this process.
 
     ``test = (X, y, k)`` also runs :func:`rollout` of every model on those prompts inside the workers
     (stored models too), one thread each, and returns it as each result's ``estimates``: the same
@@ -678,19 +872,18 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
             todo.append((*job, str(cache_dir), device, test))
     fresh, estimates = set(), {}
     if todo:
-        if processes == 1 or len(todo) == 1 or dev.type == "cuda":
-            results = [_worker(job) for job in todo]
+        units = _units(todo, processes)
+        if processes == 1 or len(units) == 1 or dev.type == "cuda":
+            done = [_worker([todo[i] for i in u]) for u in units]
         else:
-            order = sorted(range(len(todo)), key=lambda i: -_cost(todo[i]))   # longest first: the pool ends together
+            units.sort(key=lambda u: -sum(_cost(todo[i]) for i in u))   # longest first: the pool ends together
             ctx = mp.get_context("spawn")
-            with ctx.Pool(min(processes, len(todo)), maxtasksperchild=None) as pool:
-                done = pool.map(_worker, [todo[i] for i in order], chunksize=1)
-            results = [None] * len(todo)
-            for i, r in zip(order, done):
-                results[i] = r
-        for path, (cached, _, est) in zip(todo_paths, results):   # the worker says whether it trained
-            estimates[path] = est
-            if not cached:
-                fresh.add(path)
+            with ctx.Pool(min(processes, len(units)), maxtasksperchild=None) as pool:
+                done = pool.map(_worker, [[todo[i] for i in u] for u in units], chunksize=1)
+        for u, results in zip(units, done):
+            for i, (cached, _, est) in zip(u, results):   # the worker says whether it trained
+                estimates[todo_paths[i]] = est
+                if not cached:
+                    fresh.add(todo_paths[i])
     return [_load(p, c, dev)._replace(cached=p not in fresh, estimates=estimates.get(p))
             for (c, _, _), p in zip(jobs, paths)]
