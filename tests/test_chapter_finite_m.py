@@ -15,6 +15,10 @@ def test_finite_m_chapter_runs_with_smoke_parameters():
     values = glued(nb)
     assert values["fm_worst_z"] < 5
     assert values["fm_n_points"] > 0
+    text = values["fm_sizing"]  # the sample size is measured against the finite-m effect
+    assert "prompts per setting" in text
+    need = int(text.split("about ")[1].split(" prompts")[0])
+    assert ("enough" in text) == (need <= values["fm_nprompts"])
     numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     assert all(math.isfinite(v) for v in numbers.values()), [k for k, v in numbers.items() if not math.isfinite(v)]
 
