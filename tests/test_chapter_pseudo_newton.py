@@ -16,6 +16,16 @@ def test_smoke_run_checks_theory():
     assert "n* = 73 training examples with k = 1 step" in glued["pn_frontier_theory"]   # by hand from eq. pn-population
     assert "k = 1, 2, 3, 5 the target is out of reach" in glued["pn_frontier_sim"]       # m = 40: the 1/m floor
     assert glued["pn_train_verdict"] == "below" and glued["pn_mp_side"] == "above"  # smoke: m = 40 < 5.83 d
+    # the Monte Carlo sizes are measured, and the verdict on them follows the numbers
+    assert 0 <= int(glued["pn_front_unsettled"]) <= int(glued["pn_front_cells"])
+    for key, size in [("pn_roll_sizing", "pn_nrollout"), ("pn_front_sizing", None)]:
+        text = glued[key]
+        if "prompts would keep" in text:
+            need = int(text.split("about ")[1].split(" prompts")[0])
+            have = int(text.split("this run's ")[1].split(" are")[0])
+            assert ("enough" in text) == (need <= have) and ("too few" in text) == (need > have)
+            if size:
+                assert have == int(glued[size])
 
 
 @pytest.mark.parametrize("params,msg", [
