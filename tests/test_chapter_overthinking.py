@@ -33,6 +33,13 @@ def test_smoke_run_reproduces_the_reference_values():
     # the diagnostic: right verdict on every task, and per-prompt stopping beats the best fixed k
     assert int(g["ot_diag_verdicts"]) == int(g["ot_diag_tasks"]) == 4
     assert float(g["ot_diag_short_adaptive"]) < float(g["ot_diag_short_fixed"])
+    # the diagnostic's sample sizes: the glued wording follows the computed need
+    for key, need, n in (("ot_size_heldout", "ot_held_need", "heldout_prompts"),
+                         ("ot_size_draws", "ot_draws_need", "diag_draws")):
+        size = chapters.smoke_parameters("overthinking").get(
+            n, chapters.default_parameters("overthinking")[n])
+        assert g[key].startswith(f"With {size} ")
+        assert ("fewer than needed" in g[key]) == (int(g[need]) > size), g[key]
 
 
 @pytest.mark.slow
