@@ -20,6 +20,12 @@ def test_smoke_run():
     assert g["ts_mc_power"] == "so the check refuses the naive moment"
     # the rotated rows' standard errors are what the prose says n_draws buys
     assert g["ts_rot_se_max"] > 0 and 0 <= g["ts_rot_n_clear"] <= g["ts_rot_n_rows"]
+    # the pool counts: the sentence names the smoke sizes, and "enough" follows the need
+    assert g["ts_size_pool"].startswith("With 4 pools")
+    assert g["ts_size_map"].startswith("With 3 pools per cell")
+    for key, need, n in (("ts_size_pool", "ts_pool_need", 4), ("ts_size_map", "ts_map_need", 3)):
+        if "needs" in g[key]:
+            assert ("is enough" in g[key]) == (int(g[need]) <= n), g[key]
 
 
 @pytest.mark.slow
