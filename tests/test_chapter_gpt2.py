@@ -65,3 +65,39 @@ def test_literature_options_run_and_are_reported(tmp_path):
     got = _glued(chapters.execute("gpt2", params, smoke=True))
     for name in ("tokens = 'separate'", "positions = 'learned'", "prefix_loss = True", "curriculum = True", "init = 'gpt2'"):
         assert name in got["gpt2_options"]
+
+
+def test_the_stored_options_study_is_of_this_chapters_defaults():
+    """data/gpt2/options: one row per option of the study's tool, run at the chapter's present defaults.
+
+    A change of the chapter's defaults (or of the option list) makes the stored table describe
+    another configuration; this test then fails and says to re-run the documented command.
+    """
+    import csv
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "data" / "gpt2" / "options"
+    if not (folder / "results.csv").is_file():
+        pytest.skip("the options study has not been stored")
+    spec = importlib.util.spec_from_file_location("gpt2_options_study", root / "tools" / "gpt2_options_study.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = json.loads((folder / "config.json").read_text())
+    defaults = {p.name: p.default for p in parameters.describe("gpt2")}
+    rerun = "re-run tools/gpt2_options_study.py"
+    assert not cfg["smoke"], rerun
+    assert cfg["defaults"] == defaults, rerun
+    assert cfg["options"] == tool.OPTIONS, rerun
+    assert all(set(o) <= set(defaults) for o in tool.OPTIONS.values())
+    with open(folder / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["option"] for r in rows] == list(tool.OPTIONS)
+    assert [json.loads(r["parameters"]) for r in rows] == list(tool.OPTIONS.values())
+    from ttbook.verdicts import STATUSES
+
+    for r in rows:
+        for v in tool.VERDICTS:
+            assert r[f"{v}_status"] in STATUSES and r[f"{v}_finding"]
