@@ -422,6 +422,24 @@ def test_stacked_loss_and_gradient_equal_the_modules(options, chain, window, pre
             torch.testing.assert_close(P[name].grad[j], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("chain, window", [(5, 4), (6, 4), (8, 2)])
+def test_truncated_chains_still_train_through_the_prompt(chain, window):
+    """Before the loss window the applications carry no gradient, but the prompt's keys and values do.
+
+    The loss depends on the prompt's features through every application in the window, so its
+    gradient with respect to them is not zero (a cache concatenated without gradients made it
+    exactly zero whenever the window started after the second application).
+    """
+    m, p = model(), batch()
+    X = p.X.clone().requires_grad_(True)
+    gpt2.chain_loss(m, prompts.Prompts(X, p.y, p.w), chain, window).backward()
+    assert X.grad.abs().max() > 1e-6
+    P = _stacked_params([m])
+    X2 = p.X.clone().requires_grad_(True)
+    gpt2._s_losses(P, m, [prompts.Prompts(X2, p.y, p.w)], chain, window, False).sum().backward()
+    torch.testing.assert_close(X2.grad, X.grad, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("options, train_kw", [
     (dict(), dict(chain_train=4, chain_sampling="random", loss_window=2)),
     (dict(tokens="separate", positions="learned", max_len=24), dict(chain_train=3, prefix_loss=True)),
@@ -441,6 +459,41 @@ def test_a_model_trained_in_a_stack_equals_it_trained_alone(options, train_kw):
     assert not np.array_equal(stacked[0].loss, stacked[2].loss)   # another seed, another model
 
 
+def test_the_trainer_is_torchs_adamw_schedule_and_clipping_on_the_modules():
+    """An independent reference: torch's modules, chain_loss, AdamW, LambdaLR and clip_grad_norm_.
+
+    Agreement to float32 rounding over a few steps (the two sum in different orders). The key part
+    of the attention's input bias is left out: softmax ignores a constant added to every key, so
+    its gradient is zero up to rounding, and Adam scales that rounding up to the learning rate.
+    """
+    cfg = tiny()
+    t_cfg = tc(steps=6, chain_train=5, chain_sampling="random", loss_window=2, prefix_loss=True)
+    Lam = covariances.power_law(D, 1.0, normalise="max")
+    torch.manual_seed(t_cfg.seed)
+    ref = gpt2.GPT2(cfg)
+    opt = torch.optim.AdamW(ref.parameters(), lr=t_cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: gpt2._lr_factor(t, t_cfg.steps))
+    losses = []
+    for t in range(t_cfg.steps):
+        b = prompts.sample(Lam, t_cfg.n_train, t_cfg.batch, seed=t_cfg.seed, stream="train", step=t,
+                           dtype=torch.float32)
+        c = gpt2._chain_length(t_cfg, t)
+        opt.zero_grad()
+        loss = gpt2.chain_loss(ref, b, c, min(t_cfg.loss_window, c), t_cfg.prefix_loss)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    got = gpt2.train(cfg, t_cfg, Lam, device="cpu", progress=False)
+    np.testing.assert_allclose(got.loss, losses, rtol=1e-4)
+    W = cfg.width
+    for (name, a), (_, b) in zip(got.model.named_parameters(), ref.named_parameters()):
+        if name.endswith("in_proj_bias"):
+            a, b = torch.cat([a[:W], a[2 * W:]]), torch.cat([b[:W], b[2 * W:]])
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-5, msg=name)
+
+
 def test_a_stack_refuses_jobs_that_differ_beyond_seed_and_covariance():
     Lam = covariances.identity(D)
     with pytest.raises(ValueError, match="jobs of one stack must share"):
@@ -450,6 +503,10 @@ def test_a_stack_refuses_jobs_that_differ_beyond_seed_and_covariance():
                          device="cpu")
     with pytest.raises(ValueError, match="jobs must hold at least one"):
         gpt2.train_stack([], device="cpu")
+    with pytest.raises(ValueError, match="job 1 is not"):
+        gpt2.train_stack([(tiny(), tc(steps=2), Lam), (tiny(), Lam)], device="cpu")
+    with pytest.raises(ValueError, match="max_len must cover the training chain"):
+        gpt2.train_stack([(tiny(positions="learned", max_len=4), tc(steps=2), Lam)], device="cpu")
 
 
 def test_random_chain_lengths_come_from_the_step_alone():
@@ -466,6 +523,8 @@ def test_train_many_stacks_equal_training_alone(tmp_path):
     jobs.append((tiny(), tc(steps=6, chain_train=1), Lam))
     todo = [(*j, str(tmp_path), "cpu", None) for j in jobs]
     assert sorted(map(len, gpt2._units(todo, 1))) == [1, 4]
+    # two processes: the stack of four is more than half the work, so it is split in two
+    assert sorted(map(len, gpt2._units(todo, 2))) == [1, 2, 2]
     many = gpt2.train_many(jobs, cache_dir=tmp_path, processes=1, device="cpu")
     for job, got in zip(jobs, many):
         alone = gpt2.train(*job, device="cpu", progress=False)

@@ -43,7 +43,8 @@ PRESETS = {
                  chain_train=4, loss_window=2, k_max=4, m_test=12, n_test=50),
     # eight models: n 20, 30, 40 in distribution and the skewed experiment against its control at n 40, three
     # seeds. Measured with the stacked trainer (ttscale.gpt2.train_stack) at a load of about 3: 0.24 CPU-s per
-    # step at n 20, 0.33 per model-step at n 40 in a stack of four, so about 37 CPU-minutes in all.
+    # step at n 20, 0.33 per model-step at n 40 in a stack of four, so about 37 CPU-minutes in all; with
+    # --processes 2 the six models at n 40 train as two stacks of three, one per process.
     "medium": dict(scale="medium", d=10, n_train=[20, 30, 40], seeds=[0, 1, 2], steps=1000, batch=32, lr=1e-3,
                    chain_train=20, loss_window=4, k_max=20, m_test=40, n_test=1000),
     "paper": dict(scale="paper", d=20, n_train=[20, 30, 40], seeds=[0, 1, 2], steps=2000, batch=64, lr=3e-4,
@@ -100,8 +101,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     test = prompts.sample(covariances.identity(p["d"]), p["m_test"], p["n_test"], seed=0, stream="test")
     t0 = time.perf_counter()
-    if a.processes > 1:  # fill the cache in parallel processes (each model trained exactly as alone)
-        gpt2.train_many([job[3:] for job in jobs], cache_dir=a.cache, processes=a.processes, device=str(dev))
+    # fill the cache: stacks of models differing only in seed and covariance, in parallel processes
+    # (each model trained exactly as alone)
+    gpt2.train_many([job[3:] for job in jobs], cache_dir=a.cache, processes=a.processes, device=str(dev))
     models, curves, losses = [], [], []
     for i, (setting, n, seed, cfg, tc, Lam) in enumerate(jobs):
         tr = gpt2.load_or_train(cfg, tc, Lam, cache_dir=a.cache, device=str(dev), progress=True)

@@ -21,7 +21,8 @@ Options from the GPT-2 in-context-learning literature (:class:`GPT2Config`), all
 Test-time chain of thought (:func:`rollout`): run the model, append (0; 0; ŵ; 1) as a new
 token, run again, k times, exactly as for the LSA (:func:`ttscale.lsa.rollout`). The rollout keeps
 a key-value cache, so each application processes one new token (O(k) work instead of O(k²)); the
-unrolled training chain (:func:`chain`) reuses the prompt's keys and values the same way.
+unrolled training chain (:func:`chain`, and the stacked trainer's own copy of the decoder) reuses
+the prompt's keys and values the same way.
 :meth:`GPT2.reference_forward` recomputes the whole sequence through torch's own
 ``TransformerEncoderLayer.forward``: the tests' independent oracle for the cached path.
 
@@ -33,22 +34,26 @@ over the chain's last ``loss_window`` estimates (0: all of them). ``chain_sampli
 ``chain_train`` applications on every batch; ``"random"`` draws the length uniformly from
 1 … ``chain_train`` per batch, from the step alone, so training covers every chain length up to
 ``chain_train`` and every model sees the same sequence of lengths (common random numbers: seeds
-differ in their initial weights and prompts, and a skewed model and its control are paired). ``chain_train = 1`` is *direct* training, the paper's LSA objective: then the model
-never sees a non-zero estimate token and nothing teaches it how to read one
+differ in their initial weights and prompts, and a skewed model and its control are paired).
+The applications before the window run without gradients (truncated backpropagation), but the
+prompt's keys and values are trained through every application in the window.
+``chain_train = 1`` is *direct* training, the paper's LSA objective: then the model never sees a non-zero estimate token and nothing teaches it how to read one
 ({ref}`sec-pseudo-newton`). ``prefix_loss = True`` adds the loss of the read-out at every example
 token (the estimate from the first i examples, Garg et al.'s loss on every prefix).
 ``curriculum = True`` grows the active dimension from ⌈d/4⌉ to d and the prompt length in proportion
 over the first half of training (the coordinates beyond the active dimension are zero in x and w).
 
-Optimiser: Adam (AdamW with weight decay 0), linear warm-up over the first 5% of steps then cosine decay to 10% of
-``lr``, gradients clipped at norm 1. Prompts come from the ``train`` stream of ``seed``
+Optimiser: Adam (the arithmetic of torch's AdamW with weight decay 0, :func:`ttscale.training.adam_step`),
+linear warm-up over the first 5% of steps then cosine decay to 10% of ``lr``, gradients clipped at
+norm 1 (torch's ``clip_grad_norm_`` arithmetic), model by model. Prompts come from the ``train`` stream of ``seed``
 (:func:`ttscale.prompts.sample`), the initial weights from ``torch.manual_seed(seed)``.
 
 A trained model is stored under the ``cache_dir`` the caller names in a file named by a hash of the *full*
 configuration (architecture, Λ, n, chain, steps, batch, lr, seed, torch version),
 so re-running a chapter with other test-time parameters (k, m_test, Σ) does not retrain,
-and any change to training does. :func:`train_many` trains independent models in parallel
-processes, one intra-op thread each.
+and any change to training does. :func:`train_stack` trains models that differ only in seed and Λ
+together, each bit for bit as alone; :func:`train_many` trains such stacks in parallel processes,
+one intra-op thread each.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ import math
 import multiprocessing as mp
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -174,6 +179,18 @@ def cpu_threads(n: int | None = 1):
         torch.set_num_threads(before)
 
 
+def _extend_cache(kv, k, v):
+    """The cached keys and values with the new tokens' appended, built with gradients enabled.
+
+    In an application run without gradients (before the loss window) the new tokens' keys and
+    values are constants, but the cache must keep its history: the prompt's keys and values are
+    trained through every later application that attends to them. Concatenating under ``no_grad``
+    would silently cut that path.
+    """
+    with torch.enable_grad():
+        return torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+
+
 class GPT2(nn.Module):
     """Decoder-only transformer: read-in → pre-LN causal blocks → LayerNorm → read-out.
 
@@ -261,7 +278,7 @@ class GPT2(nn.Module):
         q, k, v = F.linear(a, attn.in_proj_weight, attn.in_proj_bias).split(W, dim=-1)
         q, k, v = (z.view(b, t, H, W // H).transpose(1, 2) for z in (q, k, v))
         if kv is not None:
-            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+            k, v = _extend_cache(kv, k, v)
         if t == 1:
             o = F.scaled_dot_product_attention(q, k, v)
         elif kv is None:
@@ -454,6 +471,8 @@ class TrainConfig:
 class Trained(NamedTuple):
     """A trained model, its per-step training loss, whether it came from the cache, the training time, its file.
 
+    ``seconds`` is the wall-clock training time; for a model trained in a stack of K, the stack's time / K.
+
     ``estimates`` is the test-time rollout :func:`train_many` computed in the worker when asked (else None).
     """
 
@@ -554,19 +573,22 @@ def train(config: GPT2Config, train_config: TrainConfig, Lam, *, device: str = "
 
 def train_stack(jobs, *, device: str = "auto", progress: bool = True, threads: int | None = 1,
                 stop_after: int | None = None) -> list[Trained]:
-    """Train the models ``jobs = [(config, train_config, Lam), …]`` together, as one stack (see above).
+    """Train the models ``jobs = [(config, train_config, Lam), …]`` together, as one stack (next section).
 
     Every job must have the same architecture and training settings except the seed and Λ (the
     chain, its sampling and loss window, n, steps, batch, learning rate, prefix loss, curriculum).
     Each result equals :func:`train` of that job alone, bit for bit; ``seconds`` is the stack's
     time divided by its size.
     """
+    jobs = list(jobs)
     if not jobs:
         raise ValueError("jobs must hold at least one (config, train_config, Lam)")
     checked = []
-    for c, tc, L in jobs:
-        if not isinstance(c, GPT2Config) or not isinstance(tc, TrainConfig):
-            raise ValueError("each job must be (GPT2Config, TrainConfig, Lam)")
+    for i, job in enumerate(jobs):
+        if not (isinstance(job, tuple) and len(job) == 3 and isinstance(job[0], GPT2Config)
+                and isinstance(job[1], TrainConfig)):
+            raise ValueError(f"each job must be a tuple (GPT2Config, TrainConfig, Lam); job {i} is not")
+        c, tc, L = job
         L = checks.covariance(L, "Lam", d=c.d)
         if c.positions == "learned":
             per = 2 if c.tokens == "separate" else 1
@@ -578,8 +600,8 @@ def train_stack(jobs, *, device: str = "auto", progress: bool = True, threads: i
     keys = {_stack_key(c, tc) for c, tc, _ in checked}
     if len(keys) > 1:
         raise ValueError("jobs of one stack must share the architecture and every training setting but the "
-                         "seed (n_train, chain_train, chain_sampling, loss_window, steps, batch, lr, prefix_loss, "
-                         "curriculum)")
+                         "seed, and differ only in seed and Lam (n_train, chain_train, chain_sampling, loss_window, "
+                         "steps, batch, lr, prefix_loss and curriculum must be equal)")
     if stop_after is not None:
         stop_after = checks.nonnegative_int(stop_after, "stop_after")
     dev = resolve_device(device)
@@ -605,8 +627,7 @@ def _stack_key(config: GPT2Config, tc: TrainConfig) -> tuple:
     """Models with equal keys share a stack: everything but the seed and Λ is equal, so every step
     runs the same chain length and loss window for all of them (:func:`_chain_length` draws the
     length from the step alone)."""
-    return (config, tc.n_train, tc.chain_train, tc.chain_sampling, tc.loss_window, tc.steps, tc.batch, tc.lr,
-            tc.prefix_loss, tc.curriculum)
+    return config, replace(tc, seed=0)
 
 
 def _s_linear(P, weight, bias, h):
@@ -630,7 +651,7 @@ def _s_block(P, i: int, H: int, h, kv):
     qkv = _s_linear(P, pre + "self_attn.in_proj_weight", pre + "self_attn.in_proj_bias", a)
     q, k, v = qkv.view(K * b, t, 3, H, W // H).permute(2, 0, 3, 1, 4)   # each (K·b, H, t, W/H)
     if kv is not None:
-        k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+        k, v = _extend_cache(kv, k, v)
     if t == 1:
         o = F.scaled_dot_product_attention(q, k, v)
     elif kv is None:
@@ -790,7 +811,8 @@ def _worker(unit):
     ``unit`` is a list of jobs (config, train_config, Lam, cache_dir, device, test) of one
     :func:`_stack_key`; returns, per job, (whether it came from the cache, training seconds, estimates).
     """
-    torch.set_num_threads(1)
+    if mp.current_process().name != "MainProcess":   # a spawned worker: one intra-op thread
+        torch.set_num_threads(1)
     paths = [Path(j[3]) / f"{cache_key(j[0], j[1], j[2])}.pt" for j in unit]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     fresh = {}
@@ -819,14 +841,21 @@ def _cost(job) -> float:
 
 def _units(todo, processes: int):
     """The jobs as stacks (:func:`_stack_key`); a stack costing more than a process's share of the
-    whole is split in halves (so the processes can end together), down to single models."""
+    whole (training, and the test rollout when asked) is split in halves, down to single models, so
+    that the processes can end together."""
     groups = {}
     for i, job in enumerate(todo):
         groups.setdefault(_stack_key(job[0], job[1]), []).append(i)
     units = list(groups.values())
 
+    def job_cost(job):
+        c, test = job[0], job[5]
+        per = 2 if c.tokens == "separate" else 1
+        roll = 0.0 if test is None else test[0].shape[0] * (per * test[0].shape[2] + test[2]) * c.n_layer * c.width
+        return _cost(job) + roll
+
     def cost(u):
-        return sum(_cost(todo[i]) for i in u)
+        return sum(job_cost(todo[i]) for i in u)
 
     share = sum(cost(u) for u in units) / processes
     while True:
@@ -872,9 +901,10 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
             todo.append((*job, str(cache_dir), device, test))
     fresh, estimates = set(), {}
     if todo:
-        units = _units(todo, processes)
+        units = _units(todo, 1 if dev.type == "cuda" else processes)   # a GPU trains whole stacks in turn
         if processes == 1 or len(units) == 1 or dev.type == "cuda":
-            done = [_worker([todo[i] for i in u]) for u in units]
+            with cpu_threads(None if dev.type == "cuda" else 1):
+                done = [_worker([todo[i] for i in u]) for u in units]
         else:
             units.sort(key=lambda u: -sum(_cost(todo[i]) for i in u))   # longest first: the pool ends together
             ctx = mp.get_context("spawn")
