@@ -191,6 +191,26 @@ def _extend_cache(kv, k, v):
         return torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
 
 
+def _attend(q, k, v, kv):
+    """Causal attention of the new tokens' queries q (B, H, t, dh) to the cache kv and themselves.
+
+    Returns the attention output and the longer cache (keys, values). One new token attends to
+    everything before it; a whole prompt gets the causal mask; several new tokens after a cache
+    get the causal mask shifted by the cache's length.
+    """
+    if kv is not None:
+        k, v = _extend_cache(kv, k, v)
+    t, T = q.shape[2], k.shape[2]
+    if t == 1:
+        o = F.scaled_dot_product_attention(q, k, v)
+    elif kv is None:
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        mask = torch.ones(t, T, dtype=torch.bool, device=q.device).tril(T - t)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return o, k, v
+
+
 class GPT2(nn.Module):
     """Decoder-only transformer: read-in → pre-LN causal blocks → LayerNorm → read-out.
 
@@ -277,16 +297,7 @@ class GPT2(nn.Module):
         a = block.norm1(h)
         q, k, v = F.linear(a, attn.in_proj_weight, attn.in_proj_bias).split(W, dim=-1)
         q, k, v = (z.view(b, t, H, W // H).transpose(1, 2) for z in (q, k, v))
-        if kv is not None:
-            k, v = _extend_cache(kv, k, v)
-        if t == 1:
-            o = F.scaled_dot_product_attention(q, k, v)
-        elif kv is None:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            T = k.shape[2]
-            mask = torch.ones(t, T, dtype=torch.bool, device=h.device).tril(T - t)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        o, k, v = _attend(q, k, v, kv)
         h = h + attn.out_proj(o.transpose(1, 2).reshape(b, t, W))
         h = h + block.linear2(F.gelu(block.linear1(block.norm2(h))))
         return h, (k, v)
@@ -650,16 +661,7 @@ def _s_block(P, i: int, H: int, h, kv):
     a = _s_norm(P, pre + "norm1", h)
     qkv = _s_linear(P, pre + "self_attn.in_proj_weight", pre + "self_attn.in_proj_bias", a)
     q, k, v = qkv.view(K * b, t, 3, H, W // H).permute(2, 0, 3, 1, 4)   # each (K·b, H, t, W/H)
-    if kv is not None:
-        k, v = _extend_cache(kv, k, v)
-    if t == 1:
-        o = F.scaled_dot_product_attention(q, k, v)
-    elif kv is None:
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    else:
-        T = k.shape[2]
-        mask = torch.ones(t, T, dtype=torch.bool, device=h.device).tril(T - t)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    o, k, v = _attend(q, k, v, kv)
     o = o.transpose(1, 2).reshape(K, b, t, W)
     h = h + _s_linear(P, pre + "self_attn.out_proj.weight", pre + "self_attn.out_proj.bias", o)
     m = F.gelu(_s_linear(P, pre + "linear1.weight", pre + "linear1.bias", _s_norm(P, pre + "norm2", h)))
