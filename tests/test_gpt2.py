@@ -565,6 +565,10 @@ def test_train_many_rolls_out_in_the_workers_as_rollout_would(tmp_path):
     assert not (tmp_path / "new").exists()
     with pytest.raises(ValueError, match="test must be a tuple"):
         gpt2.train_many(jobs, cache_dir=tmp_path, test=[p.X, p.y, 3])
+    short = [(tiny(positions="learned", max_len=4), tc(steps=2), Lam)]   # refused before the pool starts
+    with pytest.raises(ValueError, match="max_len must cover the training chain"):
+        gpt2.train_many(jobs + short, cache_dir=tmp_path / "short", processes=2, device="cpu")
+    assert not (tmp_path / "short").exists()
 
 
 # --- the stored larger run ---------------------------------------------------------------------

@@ -887,6 +887,12 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
         raise ValueError("cache_dir must name a folder for the trained models")
     dev = resolve_device(device)
     jobs = [(c, tc, checks.covariance(L, "Lam", d=c.d)) for c, tc, L in jobs]
+    for c, tc, _ in jobs:   # a position table too short for the training chain is refused before any training
+        if c.positions == "learned":
+            need = (2 if c.tokens == "separate" else 1) * tc.n_train + tc.chain_train
+            if need > c.max_len:
+                raise ValueError(f"max_len must cover the training chain: n_train and chain_train need {need} "
+                                 f"positions, max_len is {c.max_len}")
     if test is not None:
         if not (isinstance(test, tuple) and len(test) == 3):
             raise ValueError(f"test must be a tuple (X, y, k), got {type(test).__name__}")
