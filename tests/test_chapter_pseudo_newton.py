@@ -25,3 +25,15 @@ def test_smoke_run_checks_theory():
             have = int(text.split("this run's ")[1].split(" are")[0])
             assert ("enough" in text) == (need <= have) and ("too few" in text) == (need > have)
             assert have == int(glued[size])
+
+
+@pytest.mark.parametrize("params,msg", [
+    ({"m_test": 0}, "parameter 'm_test' must be an int ≥ 1, got 0"),
+    ({"alpha": -1.0}, "parameter 'alpha' must be a float ≥ 0, got -1.0"),
+    ({"covariance": "cauchy"}, "parameter 'covariance' must be one of"),
+    ({"lr_schedule": [0.01, 0.0]}, "parameter 'lr_schedule' must be a non-empty list of float > 0"),
+])
+def test_bad_parameter_stops_at_the_top(params, msg):
+    with pytest.raises(ValueError) as err:  # decided before a kernel starts (tests/test_domains.py: and in the chapter)
+        parameters.resolve("pseudo_newton", params, smoke=True)
+    assert msg in str(err.value)
