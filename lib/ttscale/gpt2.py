@@ -568,6 +568,15 @@ def _curriculum(tc: TrainConfig, d: int, t: int) -> tuple[int, int]:
     return d_t, max(1, int(round(tc.n_train * d_t / d)))
 
 
+def _check_positions(config: GPT2Config, tc: TrainConfig):
+    """A learned position table must cover the training chain: n_train examples and chain_train estimates."""
+    if config.positions == "learned":
+        need = (2 if config.tokens == "separate" else 1) * tc.n_train + tc.chain_train
+        if need > config.max_len:
+            raise ValueError(f"max_len must cover the training chain: n_train and chain_train need {need} "
+                             f"positions, max_len is {config.max_len}")
+
+
 def train(config: GPT2Config, train_config: TrainConfig, Lam, *, device: str = "auto",
           progress: bool = True, threads: int | None = 1, stop_after: int | None = None) -> Trained:
     """Train a fresh :class:`GPT2` (no cache); deterministic on the CPU for a fixed configuration.
@@ -601,12 +610,7 @@ def train_stack(jobs, *, device: str = "auto", progress: bool = True, threads: i
             raise ValueError(f"each job must be a tuple (GPT2Config, TrainConfig, Lam); job {i} is not")
         c, tc, L = job
         L = checks.covariance(L, "Lam", d=c.d)
-        if c.positions == "learned":
-            per = 2 if c.tokens == "separate" else 1
-            need = per * tc.n_train + tc.chain_train
-            if need > c.max_len:
-                raise ValueError(f"max_len must cover the training chain: n_train and chain_train need {need} "
-                                 f"positions, max_len is {c.max_len}")
+        _check_positions(c, tc)
         checked.append((c, tc, L))
     keys = {_stack_key(c, tc) for c, tc, _ in checked}
     if len(keys) > 1:
@@ -726,7 +730,7 @@ def _train_stack(config: GPT2Config, tcs, Lams, dev, *, progress: bool = False, 
         torch.manual_seed(tc.seed)
         templates.append(GPT2(config).to(dev))
     names = [n for n, _ in templates[0].named_parameters()]
-    P = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in templates]).clone().requires_grad_(True)
+    P = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in templates]).requires_grad_(True)
          for n in names}
     state = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in P.items()}
     n_steps = tc0.steps if stop_after is None else min(tc0.steps, stop_after)
@@ -887,12 +891,8 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
         raise ValueError("cache_dir must name a folder for the trained models")
     dev = resolve_device(device)
     jobs = [(c, tc, checks.covariance(L, "Lam", d=c.d)) for c, tc, L in jobs]
-    for c, tc, _ in jobs:   # a position table too short for the training chain is refused before any training
-        if c.positions == "learned":
-            need = (2 if c.tokens == "separate" else 1) * tc.n_train + tc.chain_train
-            if need > c.max_len:
-                raise ValueError(f"max_len must cover the training chain: n_train and chain_train need {need} "
-                                 f"positions, max_len is {c.max_len}")
+    for c, tc, _ in jobs:   # refused before any training, not inside a worker
+        _check_positions(c, tc)
     if test is not None:
         if not (isinstance(test, tuple) and len(test) == 3):
             raise ValueError(f"test must be a tuple (X, y, k), got {type(test).__name__}")
