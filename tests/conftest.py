@@ -12,6 +12,39 @@ from fake_chapters import front_matter
 def pytest_configure(config):
     config.addinivalue_line("markers", "pdf: builds and reads the whole book's PDF (make check-pdf; minutes)")
 
+
+_WARM = {}
+
+
+def _runs_tests(config) -> bool:
+    """A process that runs tests: an xdist worker, or pytest without workers."""
+    return hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None)
+
+
+def pytest_sessionstart(session):
+    """One warm kernel server per test process (ttbook.warm): the chapters' kernels fork from it
+    instead of importing torch and matplotlib afresh, dozens of times. TTBOOK_WARM=0 turns it off."""
+    if os.environ.get("TTBOOK_WARM", "1") == "0" or not _runs_tests(session.config):
+        return
+    import tempfile
+
+    from ttbook import warm
+
+    folder = tempfile.mkdtemp(prefix="ttbook-warm-")
+    _WARM["server"] = warm.start(folder)
+    _WARM["folder"] = folder
+    os.environ.update(_WARM["server"]["env"])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "server" in _WARM:
+        import shutil
+
+        from ttbook import warm
+
+        warm.stop(_WARM.pop("server"))
+        shutil.rmtree(_WARM.pop("folder"), ignore_errors=True)
+
 BOOM = front_matter("smoke:\n  d: 3\n") + '''
 # A chapter that fails when asked to
 

@@ -13,7 +13,8 @@ stores it, so the build that follows finds every chapter cached and executes not
 A chapter whose cell raises is reported with its traceback; the others still run and are cached.
 The exit status is then 1 (``make book`` stops before the build: fix the chapter and run it
 again; only changed chapters are executed). Kernels inherit this process's environment (``make
-book`` sets one intra-op thread per process).
+book`` sets one intra-op thread per process), and fork from a warm server that has already
+imported torch and matplotlib (:mod:`ttbook.warm`; ``TTBOOK_WARM=0`` starts each one cold).
 
 Usage: ``python tools/execute_parallel.py [--root DIR] [--jobs N] [--dry-run]``.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -122,8 +124,6 @@ def main(argv=None) -> int:
     root = Path(args.root).resolve()
     conf = settings(root)
     from jupyter_cache import get_cache
-    from jupyter_cache.base import CacheBundleIn
-    from jupyter_cache.cache.db import NbProjectRecord
 
     conf["cache"].parent.mkdir(parents=True, exist_ok=True)
     cache = get_cache(str(conf["cache"]))
@@ -145,12 +145,40 @@ def main(argv=None) -> int:
           + ", ".join(f"{rel[p]} (~{s:.0f} s)" for s, p, _ in todo), flush=True)
     if args.dry_run:
         return 0
+    server = None
+    if os.environ.get("TTBOOK_WARM", "1") != "0" and not os.path.exists(os.environ.get("TTBOOK_WARM_SOCKET", "")):
+        # the kernels fork from one process that has imported torch and matplotlib (ttbook.warm);
+        # the workers below inherit the variables that route them there (a server this process
+        # inherited, the test suite's, is used as it is)
+        import shutil
+        import tempfile
+
+        from ttbook import warm
+
+        folder = tempfile.mkdtemp(prefix="ttbook-warm-")
+        server = warm.start(folder, wait=True)   # the first two chapters are the longest: warm them too
+        os.environ.update(server["env"])
+    start = time.perf_counter()
+    try:
+        failed = _run(todo, conf, cache, rel, start, args.jobs)
+    finally:
+        if server is not None:
+            warm.stop(server)
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"execute_parallel: done in {time.perf_counter() - start:.0f} s"
+          + (f"; {len(failed)} chapter(s) failed: {', '.join(rel[p] for p in failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+def _run(todo, conf, cache, rel, start, jobs) -> list:
+    """Execute the chapters ``jobs`` at a time and store each in the cache; the ones that failed."""
     import nbformat
+    from jupyter_cache.base import CacheBundleIn
+    from jupyter_cache.cache.db import NbProjectRecord
 
     failed = []
-    start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no inherited DB handles
-    with cf.ProcessPoolExecutor(max_workers=min(args.jobs, len(todo)), mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
         futures = {pool.submit(_execute, str(p), nbformat.writes(nb), conf["timeout"], conf["allow_errors"]): p
                    for _, p, nb in todo}
         for fut in cf.as_completed(futures):
@@ -171,9 +199,7 @@ def main(argv=None) -> int:
                 NbProjectRecord.set_traceback(stage.uri, error, cache.db)
                 failed.append(path)
                 print(f"execute_parallel: {rel[path]} FAILED\n{error}", file=sys.stderr, flush=True)
-    print(f"execute_parallel: done in {time.perf_counter() - start:.0f} s"
-          + (f"; {len(failed)} chapter(s) failed: {', '.join(rel[p] for p in failed)}" if failed else ""), flush=True)
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

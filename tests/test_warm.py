@@ -1,0 +1,194 @@
+"""Warm kernels (ttbook.warm): a kernel forked from the warm server computes what a cold one does.
+
+The oracle is a cold kernel (``python -m ipykernel_launcher``, as Jupyter starts one) running the
+same notebook: every output must be equal, byte for byte, figures included. The warm one must
+also really be warm (its parent is the server) and behave as a kernel under Jupyter's control:
+interrupted by Jupyter's interrupt, gone when its launcher is killed.
+"""
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from fake_chapters import front_matter
+from ttbook import chapters, warm
+
+PROBE = front_matter() + '''
+# A chapter that reports its process
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+scale = 1.0    # a number | float
+```
+
+```{code-cell} ipython3
+import os, sys
+
+import numpy as np
+import torch
+import matplotlib.pyplot as plt
+
+print(np.random.default_rng(0).normal(size=2), torch.randn(2, generator=torch.Generator().manual_seed(0)))
+print(torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), os.environ.get("WARM_PROBE"))
+print(os.path.basename(os.getcwd()), sys.path[:3], sys.argv[0], sys.argv[1])
+print(plt.get_backend())
+fig, ax = plt.subplots(figsize=(2, 2))
+_ = ax.plot([0, 1], [0, scale])
+```
+
+```{code-cell} ipython3
+print(torch.randn(2), np.random.rand(2))   # unseeded: fresh in every process
+```
+
+```{code-cell} ipython3
+print("parent", os.getppid())
+```
+'''
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = warm.start(tmp_path / "warm", wait=True)
+    assert os.path.exists(srv["env"][warm.SOCKET_VARIABLE]), "the server never listened"
+    yield srv
+    warm.stop(srv)
+
+
+def _run(path, env):
+    """Execute the probe chapter with exactly these routing variables; (outputs, kernel's parent pid)."""
+    saved = {k: os.environ.get(k) for k in (warm.SOCKET_VARIABLE, "JUPYTER_PATH", "WARM_PROBE")}
+    for k in saved:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    try:
+        nb = chapters.execute(path, {"scale": 2.0})
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+    outs = [[(o.get("output_type"), o.get("text"), dict(o.get("data", {}))) for o in c.get("outputs", [])]
+            for c in nb.cells if c.cell_type == "code"]
+    parent = int(outs[-1][0][1].split()[1])
+    return outs[:-2], outs[-2][0][1], parent
+
+
+def test_a_warm_kernel_computes_what_a_cold_one_does(tmp_path, server):
+    chapter = tmp_path / "probe" / "probe.md"
+    chapter.parent.mkdir()
+    chapter.write_text(PROBE)
+    cold, cold_draw, cold_parent = _run(chapter, {"WARM_PROBE": "x"})
+    hot, hot_draw, hot_parent = _run(chapter, {**server["env"], "WARM_PROBE": "x"})
+    _, hot_draw_2, _ = _run(chapter, {**server["env"], "WARM_PROBE": "x"})
+    assert cold_parent == os.getpid()                 # papermill's own child
+    assert hot_parent == server["process"].pid        # forked by the server: really warm
+    assert hot == cold                                # every output, the figure's PNG bytes too
+    # unseeded generators are seeded afresh in each kernel, as in each cold interpreter
+    assert len({cold_draw, hot_draw, hot_draw_2}) == 3
+    images = [o for cell in hot for (_, _, data) in cell for o in data if o == "image/png"]
+    assert images, "the figure must reach the notebook (the inline backend is set up after the fork)"
+    text = "".join(o[1] or "" for cell in hot for o in cell)
+    assert "\n1 1 x\nprobe [" in text
+
+
+def test_a_launch_whose_imports_would_differ_starts_cold(tmp_path, server):
+    chapter = tmp_path / "probe" / "probe.md"
+    chapter.parent.mkdir()
+    chapter.write_text(PROBE)
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "2" if before != "2" else "3"
+    try:
+        outs, _, parent = _run(chapter, server["env"])
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
+    assert parent == os.getpid()        # cold: torch and BLAS size their pools from it at import
+    threads = "2" if before != "2" else "3"
+    assert f" {threads} None\n" in outs[2][0][1]   # the variable reached the cold kernel
+
+
+def test_no_server_means_a_cold_kernel(tmp_path):
+    chapter = tmp_path / "probe" / "probe.md"
+    chapter.parent.mkdir()
+    chapter.write_text(PROBE)
+    spec = warm.start(tmp_path / "w2", wait=True)
+    warm.stop(spec)                     # the kernelspec stays; the socket is gone
+    _, _, parent = _run(chapter, spec["env"])
+    assert parent == os.getpid()
+
+
+def _wait_gone(pid, seconds=10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_interrupt_and_kill_reach_the_forked_kernel(server, monkeypatch):
+    from jupyter_client.manager import KernelManager
+
+    for k, v in server["env"].items():
+        monkeypatch.setenv(k, v)
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        kc.execute("import os; print(os.getpid(), os.getppid())")
+        child = parent = None
+        while child is None:
+            msg = kc.get_iopub_msg(timeout=30)
+            if msg["msg_type"] == "stream":
+                child, parent = map(int, msg["content"]["text"].split())
+        assert parent == server["process"].pid
+        launcher = km.provisioner.process.pid
+        assert launcher != child
+        # Jupyter's interrupt (SIGINT to the launcher's process group) reaches the running cell
+        kc.execute("import time; time.sleep(60)")
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=30)
+        while reply["content"].get("status") == "ok" and "sleep" not in str(reply):
+            reply = kc.get_shell_msg(timeout=30)
+        assert time.monotonic() - t0 < 20
+        errors = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not errors:
+            msg = kc.get_iopub_msg(timeout=20)
+            if msg["msg_type"] == "error":
+                errors.append(msg["content"]["ename"])
+        assert errors == ["KeyboardInterrupt"]
+        # a launcher killed outright takes its kernel with it
+        os.kill(launcher, signal.SIGKILL)
+        assert _wait_gone(child), "the forked kernel outlived its launcher"
+    finally:
+        kc.stop_channels()
+        try:
+            km.shutdown_kernel(now=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+def test_the_server_stops_and_leaves_no_socket(tmp_path):
+    srv = warm.start(tmp_path / "w3", wait=True)
+    sock = srv["env"][warm.SOCKET_VARIABLE]
+    assert os.path.exists(sock)
+    warm.stop(srv)
+    assert srv["process"].poll() is not None and not os.path.exists(sock)
+
+
+def test_the_launcher_refuses_unknown_commands():
+    assert warm.main(["nonsense"]) == 2
+    assert sys.executable
