@@ -192,3 +192,42 @@ def test_the_server_stops_and_leaves_no_socket(tmp_path):
 def test_the_launcher_refuses_unknown_commands():
     assert warm.main(["nonsense"]) == 2
     assert sys.executable
+
+
+WHO = front_matter() + '''
+# A chapter that says who started its kernel
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+x = 0          # a number | int ≥ 0
+seed = 0       # seed | int ≥ 0
+```
+
+```{code-cell} ipython3
+import os
+
+from myst_nb import glue
+
+with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+    parent = f.read().replace(b"\\0", b" ").decode()
+glue("who_warm", "ttbook.warm serve" in parent, display=False)
+```
+'''
+
+
+def test_a_local_sweep_forks_its_runs_kernels_from_its_own_server(tmp_path):
+    import subprocess
+
+    import pandas as pd
+
+    root = tmp_path / "whobook"
+    (root / "book").mkdir(parents=True)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/who\n")
+    (root / "book" / "who.md").write_text(WHO)
+    env = {k: v for k, v in os.environ.items() if k not in (warm.SOCKET_VARIABLE, "JUPYTER_PATH")}
+    out = subprocess.run([sys.executable, "-m", "ttbook", "sweep", "who", "-p", "x", "1,2", "--workers", "2",
+                          "--dir", "sw"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    df = pd.read_csv(root / "sw" / "results.csv")
+    assert df["status"].tolist() == ["ok", "ok"] and df["who_warm"].tolist() == [True, True]

@@ -31,7 +31,7 @@ from typing import Callable
 
 from ttscale import checks
 
-from . import chapters, parameters as _parameters, runs
+from . import chapters, parameters as _parameters, runs, warm
 
 __all__ = ["Point", "Sweep", "grid", "plan", "run", "table", "merge_csv", "default_directory"]
 
@@ -187,6 +187,12 @@ def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, 
     attempts = collections.Counter()
     running = {}  # Popen -> (point, result path, log file)
     scratch = Path(tempfile.mkdtemp(prefix="ttbook-sweep-"))
+    env = chapters.one_thread_env()  # runs go side by side: one intra-op thread each
+    server = None
+    if len(todo) > 1 and env.get("TTBOOK_WARM", "1") != "0" and not os.path.exists(env.get(warm.SOCKET_VARIABLE, "")):
+        # the runs' kernels fork from one process that imported torch and matplotlib once
+        server = warm.start(scratch / "warm", env=env, wait=True)   # ~ one cold kernel's imports
+        env.update(server["env"])
     try:
         while pending or running:
             while pending and len(running) < workers:
@@ -199,7 +205,7 @@ def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, 
                     [sys.executable, "-m", "ttbook.sweep_worker", chapter, json.dumps(p.overrides),
                      str(p.notebook), str(result)],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=chapters.one_thread_env(),  # runs go side by side: one intra-op thread each
+                    env=env,
                     start_new_session=True)  # the terminal's Ctrl-C reaches only this process
                 running[proc] = (p, result, log)
             for proc in [q for q in running if q.poll() is not None]:
@@ -227,6 +233,8 @@ def _run_local(name, todo: list[Point], workers: int, collect, *, retries: int, 
                 proc.wait()
         for _, _, log in running.values():
             log.close()
+        if server is not None:
+            warm.stop(server)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

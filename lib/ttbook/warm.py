@@ -229,12 +229,14 @@ def launch(args: list[str]) -> int:
 # --------------------------------------------------------------------------- session
 
 
-def start(folder, *, wait: bool = False, timeout: float = 120.0) -> dict:
+def start(folder, *, env=None, wait: bool = False, timeout: float = 120.0) -> dict:
     """Start a warm server for this session; the environment variables that route kernels to it.
 
     ``folder`` (created) gets the socket and a ``python3`` kernelspec calling the launcher. Put
     the returned variables into the environment of whatever starts kernels (they inherit it).
-    ``wait=True`` blocks until the server accepts; otherwise launches that come first start cold.
+    ``env`` is the server's environment (default this process's): the kernels it can fork are those
+    launched with the same import-time variables (:data:`FROZEN`). ``wait=True`` blocks until the
+    server accepts; otherwise launches that come first start cold.
     Returns ``{"env": {...}, "process": Popen}``.
     """
     folder = Path(folder)
@@ -247,7 +249,7 @@ def start(folder, *, wait: bool = False, timeout: float = 120.0) -> dict:
     sock = str(folder / "warm.sock")
     _remove(sock)
     proc = subprocess.Popen([sys.executable, "-m", "ttbook.warm", "serve", sock], stdout=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     if wait:
         deadline = time.monotonic() + timeout
         while not os.path.exists(sock):
