@@ -94,6 +94,52 @@ def test_sample_average_preconditioner_isotropic_and_one_step():
     assert np.allclose(P1, np.diag(np.diag(P1)), atol=1e-12)
 
 
+def _loop_errors(p, S, k):
+    """The oracle: k − 1 plain products per matrix, one matrix at a time."""
+    B = [np.eye(len(p)) - np.diag(p) @ s for s in S]
+    return np.array([np.linalg.norm(np.linalg.matrix_power(b, k)) ** 2 for b in B])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 6, 7, 8, 11])
+def test_diagonal_chain_errors_against_plain_products_and_autograd(k):
+    rng = np.random.default_rng(k)
+    d = 5
+    X = rng.standard_normal((30, d, 8))
+    S = X @ X.transpose(0, 2, 1) / 8
+    p = rng.uniform(0.1, 0.6, d)
+    e, g = chains.diagonal_chain_errors(p, S, k, grad=True)
+    assert np.allclose(e, _loop_errors(p, S, k), rtol=1e-11, atol=0)
+    x = torch.tensor(p, requires_grad=True)        # autograd through torch's own matrix power
+    R = torch.linalg.matrix_power(torch.eye(d, dtype=torch.float64) - torch.diag(x) @ torch.as_tensor(S), k)
+    (R * R).sum(dim=(1, 2)).mean().backward()
+    assert np.allclose(g, x.grad.numpy(), rtol=1e-10, atol=1e-12 * np.abs(g).max())
+    e32, g32 = chains.diagonal_chain_errors(p, S.astype(np.float32), k, grad=True)   # single precision
+    assert e32.dtype == np.float64 and np.allclose(e32, e, rtol=1e-5)
+    assert np.allclose(g32, g, rtol=1e-4, atol=1e-5 * np.abs(g).max())
+    assert np.array_equal(chains.diagonal_chain_errors(p, S, k), e)
+
+
+def test_diagonal_chain_errors_mean_is_the_exact_finite_m_error():
+    # an independent sampler (the prompts' features) and the exact Isserlis value, for k <= 3
+    Lam = np.diag([2.0, 1.0, 0.5, 0.25])
+    n, p = 12, np.array([0.3, 0.5, 0.8, 1.1])
+    S = prompts.sample_covariance(prompts.sample(Lam, n, 40000, seed=3).X).numpy()
+    for k in (1, 2, 3):
+        e = chains.diagonal_chain_errors(p, S, k)
+        exact = theory.finite_m_error(np.diag(p), Lam, n, k)
+        assert abs(e.mean() - exact) < 5 * e.std(ddof=1) / np.sqrt(e.size), k
+
+
+def test_diagonal_chain_errors_overflow_is_inf():
+    S = np.broadcast_to(10.0 * np.eye(3), (2, 3, 3)).astype(np.float32)
+    assert np.all(chains.diagonal_chain_errors(np.full(3, 1e3), S, 16) == np.inf)
+    rng = np.random.default_rng(0)                  # an overflow with mixed signs: inf − inf inside the products
+    X = rng.standard_normal((1, 4, 6))
+    S = (X @ X.transpose(0, 2, 1) / 6).astype(np.float32)
+    p = rng.uniform(-1, 1, 4) * 10.0 ** rng.uniform(1, 10)
+    assert chains.diagonal_chain_errors(p, S, 16)[0] == np.inf
+
+
 def test_chain_outputs_are_the_rollout_and_one_step_is_direct_training():
     d, n, k = 3, 7, 4
     g = torch.Generator().manual_seed(0)
@@ -148,6 +194,11 @@ def test_newton_schulz_squares_the_residual_and_finds_the_pseudo_inverse():
     (lambda: chains.optimal_isotropic_step(5, 5, 2, shrink=1), "shrink must be True or False"),
     (lambda: chains.optimal_polynomial(5, 5, 0), "L must be an integer >= 1"),
     (lambda: chains.k_step_preconditioner(np.eye(3), 5, 2, n_prompts=0), "n_prompts must be an integer >= 1"),
+    (lambda: chains.diagonal_chain_errors(np.ones(3), np.zeros((2, 3, 3)), 0), "k must be an integer >= 1"),
+    (lambda: chains.diagonal_chain_errors(np.ones(2), np.zeros((2, 3, 3)), 2), "p must hold one entry per row"),
+    (lambda: chains.diagonal_chain_errors(np.ones(3), np.zeros((3, 3)), 2), "S must be a (batch, d, d) stack"),
+    (lambda: chains.diagonal_chain_errors(np.ones(3), np.full((1, 3, 3), np.nan), 2), "S must have finite"),
+    (lambda: chains.diagonal_chain_errors(np.ones(3), np.zeros((1, 3, 3)), 2, grad=1), "grad must be True or False"),
     (lambda: chains.newton_schulz(torch.zeros(2, 3, 3), 2), "S must be non-zero"),
     (lambda: chains.StackedLSA(2, 2, torch.zeros(1, 6, 6), torch.zeros(1, 6, 6)), "V must have shape (2, 6, 6)"),
     (lambda: chains.train_chain(lsa.LSA(2), lambda t: None, [], chains.chain_loss), "stages must hold"),

@@ -8,7 +8,9 @@ Direct training makes the LSA apply ŵ ← ŵ − Γ⁻¹ Ŝ (ŵ − w), with Γ
   length n. For Λ = I the objective restricted to P = p I is a convex function of p whose value is
   a finite sum of the exact Wishart moments E tr W^j (:func:`isotropic_power_traces`,
   :func:`optimal_isotropic_step`); for any Λ it is minimised over a fixed sample of training
-  prompts (:func:`k_step_preconditioner`, sample-average approximation);
+  prompts (:func:`k_step_preconditioner`, sample-average approximation). For a diagonal P,
+  :func:`diagonal_chain_errors` gives the per-prompt objective and its gradient by repeated
+  squaring, cheaply enough for the large samples that longer chains need;
 - the richer families an LSA with free W can realise: a shrunk target, ŵ ← ŵ − p(Ŝŵ − s Ŝw)
   (``shrink=True``), and L stacked layers, whose error is ‖q(Ŝ)‖_F² for a polynomial q of degree L
   with q(0) = 1; :func:`optimal_polynomial` finds the best one exactly;
@@ -33,8 +35,8 @@ from torch import nn
 from . import checks, lsa, prompts, theory, training, wishart
 
 __all__ = ["isotropic_power_traces", "isotropic_chain_error", "optimal_isotropic_step", "optimal_polynomial",
-           "k_step_preconditioner", "chain_outputs", "memoryless_rollout", "chain_loss", "StackedLSA",
-           "stacked_loss", "train_chain", "newton_schulz", "residual_errors"]
+           "k_step_preconditioner", "diagonal_chain_errors", "chain_outputs", "memoryless_rollout", "chain_loss",
+           "StackedLSA", "stacked_loss", "train_chain", "newton_schulz", "residual_errors"]
 
 
 # --------------------------------------------------------------------------- exact isotropic theory
@@ -251,6 +253,77 @@ def k_step_preconditioner(Lam, n_train: int, k: int, *, n_prompts: int = 2000, d
         P = make(x).numpy().copy()
         value = float(objective())
     return P, value
+
+
+# --------------------------------------------------------------------------- diagonal P: fast per-prompt errors
+
+
+def _power_plan(k):
+    """Repeated squaring for B^k: (number of squarings, the squares whose product is B^k)."""
+    bits = [t for t in range(k.bit_length()) if k >> t & 1]
+    return k.bit_length() - 1, bits
+
+
+def diagonal_chain_errors(p, S, k: int, *, grad: bool = False):
+    """‖(I − diag(p) Ŝ)^k‖_F² for each Ŝ of a stack ``S`` (batch, d, d); with ``grad=True``, their mean's gradient.
+
+    The k-step error of the chain ŵ ← ŵ − P Ŝ (ŵ − w), averaged over w ~ N(0, I), for a diagonal P
+    (for P = U diag(p) Uᵀ pass the stack UᵀŜU: the Frobenius norm is unchanged by the rotation).
+    B^k, B = I − diag(p) Ŝ, is formed by repeated squaring: ⌊log₂ k⌋ squarings and one product per
+    further binary digit of k, each a batched matrix product over the stack, instead of k − 1
+    products. With ``grad=True`` the gradient of the mean over the stack with respect to p is
+    back-propagated through those products by hand (two products each). The products run in
+    ``S``'s dtype: float32 costs a fraction of float64 and puts a relative error of about 1e-7 on
+    each value; the sum over the stack behind the gradient is taken in float64. Returns the errors
+    (batch,) as float64 and, with ``grad=True``, the gradient (d,). A diverging chain overflows to
+    ``inf``.
+    """
+    k = checks.positive_int(k, "k")
+    if not isinstance(grad, (bool, np.bool_)):
+        raise ValueError(f"grad must be True or False, got {grad!r}")
+    if hasattr(S, "detach"):
+        S = S.detach().cpu().numpy()
+    S = np.asarray(S)
+    if S.dtype not in (np.float32, np.float64):
+        S = checks.finite_array(S, "S")
+    if S.ndim != 3 or S.shape[1] != S.shape[2] or S.shape[0] < 1:
+        raise ValueError(f"S must be a (batch, d, d) stack, got shape {S.shape}")
+    if not np.all(np.isfinite(S)):
+        raise ValueError("S must have finite entries (no NaN or inf)")
+    d = S.shape[1]
+    p = checks.finite_array(p, "p", ndim=1)
+    if p.shape != (d,):
+        raise ValueError(f"p must hold one entry per row of S (d = {d}), got shape {p.shape}")
+    B = np.eye(d, dtype=S.dtype) - p.astype(S.dtype)[:, None] * S
+    squarings, bits = _power_plan(k)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = [B]  # sq[t] = B^(2^t)
+        for _ in range(squarings):
+            sq.append(sq[-1] @ sq[-1])
+        partial = [sq[bits[0]]]  # partial[j] = product of sq[bits[0]], …, sq[bits[j]]
+        for t in bits[1:]:
+            partial.append(partial[-1] @ sq[t])
+        R = partial[-1]
+        errors = np.einsum("bij,bij->b", R, R).astype(np.float64)
+        errors[np.isnan(errors)] = np.inf  # finite inputs: NaN only from an overflow (inf − inf)
+        if not grad:
+            return errors
+        gR = (2.0 / S.shape[0]) * R  # d mean / dR
+        g_sq = [None] * len(sq)
+        for j in range(len(bits) - 1, 0, -1):  # partial[j] = partial[j − 1] @ sq[bits[j]]
+            t = bits[j]
+            g_sq[t] = partial[j - 1].transpose(0, 2, 1) @ gR
+            gR = gR @ sq[t].transpose(0, 2, 1)
+        g_sq[bits[0]] = gR
+        for t in range(squarings, 0, -1):  # sq[t] = sq[t − 1] @ sq[t − 1]
+            if g_sq[t] is None:
+                continue
+            A = sq[t - 1]
+            g = g_sq[t] @ A.transpose(0, 2, 1) + A.transpose(0, 2, 1) @ g_sq[t]
+            g_sq[t - 1] = g if g_sq[t - 1] is None else g_sq[t - 1] + g
+        gB = g_sq[0]  # B = I − diag(p) S: dB_ij / dp_i = −S_ij
+        gp = -np.einsum("bij,bij->bi", gB, S).sum(axis=0, dtype=np.float64)
+    return errors, gp
 
 
 # --------------------------------------------------------------------------- differentiable chains
