@@ -50,9 +50,35 @@ print("parent", os.getppid())
 '''
 
 
-@pytest.fixture
-def server(tmp_path):
-    srv = warm.start(tmp_path / "warm", wait=True)
+#: for the tests that only ask who started the kernel: nothing heavy to import when it starts cold
+TINY = front_matter() + '''
+# A chapter that only reports its process
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+scale = 1.0    # a number | float
+```
+
+```{code-cell} ipython3
+import os
+
+print(os.environ.get("OMP_NUM_THREADS"), os.environ.get("WARM_PROBE"))
+```
+
+```{code-cell} ipython3
+print("nothing unseeded here")
+```
+
+```{code-cell} ipython3
+print("parent", os.getppid())
+```
+'''
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = warm.start(tmp_path_factory.mktemp("warm"), wait=True)
     assert os.path.exists(srv["env"][warm.SOCKET_VARIABLE]), "the server never listened"
     yield srv
     warm.stop(srv)
@@ -98,7 +124,7 @@ def test_a_warm_kernel_computes_what_a_cold_one_does(tmp_path, server):
 def test_a_launch_whose_imports_would_differ_starts_cold(tmp_path, server):
     chapter = tmp_path / "probe" / "probe.md"
     chapter.parent.mkdir()
-    chapter.write_text(PROBE)
+    chapter.write_text(TINY)
     before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "2" if before != "2" else "3"
     try:
@@ -110,15 +136,18 @@ def test_a_launch_whose_imports_would_differ_starts_cold(tmp_path, server):
             os.environ["OMP_NUM_THREADS"] = before
     assert parent == os.getpid()        # cold: torch and BLAS size their pools from it at import
     threads = "2" if before != "2" else "3"
-    assert f" {threads} None\n" in outs[2][0][1]   # the variable reached the cold kernel
+    assert outs[2][0][1] == f"{threads} None\n"   # the variable reached the cold kernel
 
 
 def test_no_server_means_a_cold_kernel(tmp_path):
     chapter = tmp_path / "probe" / "probe.md"
     chapter.parent.mkdir()
-    chapter.write_text(PROBE)
+    chapter.write_text(TINY)
     spec = warm.start(tmp_path / "w2", wait=True)
-    warm.stop(spec)                     # the kernelspec stays; the socket is gone
+    sock = spec["env"][warm.SOCKET_VARIABLE]
+    assert os.path.exists(sock)
+    warm.stop(spec)                     # the kernelspec stays; the server and its socket are gone
+    assert spec["process"].poll() is not None and not os.path.exists(sock)
     _, _, parent = _run(chapter, spec["env"])
     assert parent == os.getpid()
 
@@ -181,17 +210,8 @@ def test_interrupt_and_kill_reach_the_forked_kernel(server, monkeypatch):
             pass
 
 
-def test_the_server_stops_and_leaves_no_socket(tmp_path):
-    srv = warm.start(tmp_path / "w3", wait=True)
-    sock = srv["env"][warm.SOCKET_VARIABLE]
-    assert os.path.exists(sock)
-    warm.stop(srv)
-    assert srv["process"].poll() is not None and not os.path.exists(sock)
-
-
 def test_the_launcher_refuses_unknown_commands():
     assert warm.main(["nonsense"]) == 2
-    assert sys.executable
 
 
 WHO = front_matter() + '''
