@@ -27,6 +27,15 @@ def test_smoke_run_reproduces_the_exact_results():
     assert float(g["lc_poly_err"]) <= float(g["lc_pL_err"]) <= float(g["lc_gammaL_err"])
     # the held-out value of the sample-average optimum agrees with its exact error
     assert float(g["lc_fresh_z"]) < 5
+    # beyond the exact reach: where a standard error passes its checks, the exact values agree
+    assert g["lc_long_trusted"] in ("both cases", "the skewed case only", "the weak skills case only", "neither case")
+    for key in ("skew", "weak"):
+        if g[f"lc_{key}_long_exact_trust"] == "passes its checks":
+            assert float(g[f"lc_{key}_long_exact_z"]) < 5
+        if g[f"lc_{key}_iso_trust"] == "passes its checks":
+            assert float(g[f"lc_{key}_iso_z"]) < 5
+        assert 0 <= float(g[f"lc_{key}_iso_excess"]) < 0.1       # the exact price of the sample, ≥ 0
+        assert g[f"lc_{key}_long_trust"].startswith(("passes all three checks", "fails"))
     # the ablation glues a computed verdict, one of the sentences the chapter can give
     assert g["lc_abl_verdict"].startswith(("Without them", "The intact model", "With k = 1"))
     assert float(g["lc_abl_diff_se"]) > 0
@@ -40,6 +49,8 @@ def test_smoke_run_reproduces_the_exact_results():
     ({"chain_losses": ["last", "last"]}, "no repeated chain_losses"),
     ({"chain_steps": [10]}, "chain_steps must match chain_lr"),
     ({"tail_k": 3}, "parameter 'tail_k' must be an int in [4, 10]"),
+    ({"saa_k_long": 3}, "parameter 'saa_k_long' must be an int in [4, 16]"),
+    ({"long_reps": 1}, "parameter 'long_reps' must be an int in [2, 100]"),
 ])
 def test_bad_parameter_stops_with_library_message(params, message):
     with pytest.raises(ValueError) as err:
