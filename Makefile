@@ -25,13 +25,15 @@ help:
 # build of several GB); otherwise pip. Measured on a fresh 2-core machine: 15-30 s with uv against
 # 125 s with pip, same versions. uv compiles no bytecode; with PYTHONDONTWRITEBYTECODE emptied below,
 # each module is compiled once, on its first import, instead of all of them up front.
-TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-*.whl))
+TORCH_VERSION := $(shell sed -n 's/.*"torch==\([0-9.]*\)".*/\1/p' pyproject.toml)
+TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-$(TORCH_VERSION)+cpu-cp311-*.whl))
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	if [ -n "$(TORCH_WHEEL)" ] && $(PY) -m pip install --quiet uv 2>/dev/null; then \
-	  $(VENV)/bin/uv pip install --quiet --python $(PY) "$(TORCH_WHEEL)" -e ".[book,test]"; \
+	if [ -n "$(TORCH_WHEEL)" ] && $(PY) -m pip install --quiet uv 2>/dev/null \
+	   && $(VENV)/bin/uv pip install --quiet --python $(PY) "$(TORCH_WHEEL)" -e ".[book,test]"; then :; \
 	else \
+	  echo "installing with pip"; \
 	  $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e ".[book,test]"; \
 	fi
 	touch $(STAMP)

@@ -251,3 +251,102 @@ def test_a_local_sweep_forks_its_runs_kernels_from_its_own_server(tmp_path):
     assert out.returncode == 0, out.stderr
     df = pd.read_csv(root / "sw" / "results.csv")
     assert df["status"].tolist() == ["ok", "ok"] and df["who_warm"].tolist() == [True, True]
+
+
+def _kernel(env, monkeypatch):
+    from jupyter_client.manager import KernelManager
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+def _say(kc, code) -> str:
+    """Run ``code`` in the kernel; its printed text."""
+    kc.execute(code)
+    while True:
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["msg_type"] == "stream":
+            return msg["content"]["text"]
+        if msg["msg_type"] == "error":
+            raise AssertionError(msg["content"]["evalue"])
+
+
+def test_lifecycle_a_broken_launch_and_a_stopped_server_leave_kernels_alone(tmp_path, monkeypatch):
+    import socket as so
+    import subprocess
+
+    srv = warm.start(tmp_path / "w4", wait=True)
+    sock = srv["env"][warm.SOCKET_VARIABLE]
+    # a launcher that vanishes before the reply does not take the server down
+    c = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    c.connect(sock)
+    c.sendall(b'{"half": ')
+    c.close()
+    km, kc = _kernel(srv["env"], monkeypatch)
+    try:
+        kid, parent = map(int, _say(kc, "import os; print(os.getpid(), os.getppid())").split())
+        assert parent == srv["process"].pid          # served after the broken launch: still warm
+        # the kernel leads its own group, so what it starts goes with it
+        assert os.getpgid(kid) == kid
+        child = int(_say(kc, "import subprocess; p = subprocess.Popen(['sleep', '300']); print(p.pid)"))
+        # stopping the server leaves the running kernel alone
+        warm.stop(srv)
+        time.sleep(2.5)   # ipykernel's parent poller looks once a second
+        assert _say(kc, "print(6 * 7)").strip() == "42"
+        launcher = km.provisioner.process
+        km.shutdown_kernel(now=False)                # a shutdown request: the kernel ends itself
+        assert launcher.wait(timeout=30) == 0        # and says so through its launcher
+        assert _wait_gone(kid)
+    finally:
+        kc.stop_channels()
+        try:
+            km.shutdown_kernel(now=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        warm.stop(srv)
+    # a kernel that ends itself leaves what it started running, warm or cold
+    subprocess.run(["kill", "-9", str(child)], capture_output=True)
+
+
+def test_killing_a_warm_kernel_takes_what_it_started(server, monkeypatch):
+    km, kc = _kernel(server["env"], monkeypatch)
+    try:
+        child = int(_say(kc, "import subprocess; p = subprocess.Popen(['sleep', '300']); print(p.pid)"))
+        kid = int(_say(kc, "import os; print(os.getpid())"))
+        km.shutdown_kernel(now=True)   # SIGKILL to the launcher's group, as for a cold kernel
+        assert _wait_gone(kid) and _wait_gone(child), "the kernel or its subprocess outlived the kill"
+    finally:
+        kc.stop_channels()
+
+
+def test_a_matplotlibrc_in_the_folder_means_a_cold_kernel(tmp_path, server):
+    chapter = tmp_path / "probe" / "probe.md"
+    chapter.parent.mkdir()
+    chapter.write_text(TINY)
+    (chapter.parent / "matplotlibrc").write_text("lines.linewidth: 7\n")
+    _, _, parent = _run(chapter, server["env"])
+    assert parent == os.getpid()
+
+
+def test_a_server_whose_starter_dies_exits(tmp_path):
+    import subprocess
+
+    starter = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+sys.path.insert(0, {str(warm.__file__.rsplit('/ttbook/', 1)[0])!r})
+from ttbook import warm
+srv = warm.start({str(tmp_path / 'w5')!r}, wait=True)
+print(srv["process"].pid, flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+    pid = int(starter.stdout.readline())
+    starter.kill()
+    starter.wait()
+    assert _wait_gone(pid, 15), "the server outlived its starter"
+    assert not (tmp_path / "w5" / "warm.sock").exists()

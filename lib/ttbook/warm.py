@@ -17,8 +17,20 @@ only ever a faster way to the same process. Nothing here is imported by the chap
 standard library is imported by the launcher.
 
 The launcher stays alive as the process Jupyter manages: it forwards the signals Jupyter sends
-(interrupt, terminate) to the child and exits when the child does. The child exits when the
-launcher dies (a pipe the launcher holds closes), so a killed launcher never leaves a kernel behind.
+(interrupt, terminate) to the child's process group, as Jupyter would signal a cold kernel's, and
+exits when the child ends (a pipe only the child holds closes), with the kernel's exit status when
+it ends through ipykernel's own exit, else 1 (the launcher cannot wait for a process it did not
+start). The
+child leads its own session, like a cold kernel, so its own workers go with it. It exits, with its
+whole group, when the launcher dies (a pipe the launcher holds closes), and the launcher ends it
+when whoever started the launcher dies, so no kernel outlives its manager. A kernel does not
+depend on the server once it runs: stopping or losing the server leaves running kernels alone,
+and a server whose starter dies exits.
+
+One difference is by design: the kernel starts with the server's modules already imported, the
+book's own (every chapter imports them through :mod:`ttscale.plotting`). A notebook that relies
+on one of them *not* being imported (a seaborn colour map not yet registered, say) can behave
+differently warm; ``TTBOOK_WARM=0`` runs it cold.
 """
 
 from __future__ import annotations
@@ -39,9 +51,15 @@ __all__ = ["PRELOAD", "FROZEN", "start", "stop", "serve", "launch"]
 PRELOAD = ("numpy", "scipy.linalg", "scipy.optimize", "scipy.stats", "pandas", "torch",
            "matplotlib", "matplotlib.pyplot", "seaborn", "IPython", "ipykernel.kernelapp", "myst_nb")
 
-#: Environment read while those modules were imported; a launch must match the server on each.
-FROZEN = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONPATH", "PYTHONHASHSEED",
-          "MPLBACKEND", "MPLCONFIGDIR", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
+#: Environment read at interpreter start or while those modules were imported; a launch must match
+#: the server on each, and on every variable starting with one of :data:`FROZEN_PREFIXES`.
+FROZEN = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "PYTHONHOME",
+          "PYTHONWARNINGS", "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONOPTIMIZE", "PYTHONDEVMODE",
+          "PYTHONFAULTHANDLER", "PYTHONTRACEMALLOC", "PYTHONSAFEPATH", "PYTHONNOUSERSITE",
+          "PYTHONINTMAXSTRDIGITS", "LC_ALL", "LC_CTYPE", "LANG", "HOME", "XDG_CONFIG_HOME",
+          "MPLBACKEND", "MPLCONFIGDIR", "MATPLOTLIBRC")
+#: Thread pools and torch's own switches, read when torch, OpenMP and the BLAS libraries load.
+FROZEN_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "GOMP_", "KMP_", "TORCH_", "PYTORCH_", "NUMEXPR_")
 
 SOCKET_VARIABLE = "TTBOOK_WARM_SOCKET"
 _INLINE = "module://matplotlib_inline.backend_inline"
@@ -49,46 +67,55 @@ _SERVER_CWD = ""
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def _frozen(env, executable) -> dict:
-    return {name: env.get(name) for name in FROZEN} | {"executable": executable}
+def _frozen(env, executable, cwd) -> dict:
+    out = {name: env.get(name) for name in FROZEN}
+    out.update({name: value for name, value in env.items() if name.startswith(FROZEN_PREFIXES)})
+    # matplotlib reads a matplotlibrc in the working directory first, when it is imported
+    return out | {"executable": executable, "matplotlibrc here": os.path.exists(os.path.join(cwd, "matplotlibrc"))}
 
 
 # --------------------------------------------------------------------------- server
 
 
 def _child(request: dict, fds: list[int]) -> None:
-    """In the forked child: become the kernel the launcher asked for.
+    """In the forked child: become the kernel the launcher asked for. Never returns.
 
     When the kernel ends, the child runs the interpreter's exit handlers (atexit: multiprocessing's
-    clean-up, IPython's history) as a cold kernel would, then leaves without tearing its modules
-    down one by one (measured: that teardown took the forked kernel 2 s longer to exit).
+    clean-up, IPython's history) as a cold kernel would, reports its exit status to the launcher,
+    and leaves without tearing its modules down one by one (measured: that teardown took the
+    forked kernel 2 s longer to exit).
     """
     try:
+        os.setsid()   # its own session and process group, as Jupyter starts a cold kernel
         for sig in _SIGNALS + (signal.SIGCHLD,):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        stdin, stdout, stderr, alive = fds
+        stdin, stdout, stderr, alive, done = fds
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, target)
             os.close(fd)
         os.set_inheritable(alive, False)
+        os.set_inheritable(done, False)
 
         def watch():   # the launcher's end closes when it exits, however it exits
             while os.read(alive, 1):
                 pass
-            os._exit(1)
+            os.killpg(0, signal.SIGKILL)   # the kernel and whatever it started
 
         threading.Thread(target=watch, name="ttbook-warm-launcher", daemon=True).start()
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        time.tzset()
         # what `python -m ipykernel_launcher` does: `-m` put the working directory first on
         # sys.path (the server's: it ran `python -m ttbook.warm`), and the launcher removes it
         if sys.path and (sys.path[0] == "" or os.path.abspath(sys.path[0]) == _SERVER_CWD):
             del sys.path[0]
-        # ipykernel reads these two at import, in the server; a cold kernel would have read them here
-        handles = {trait: int(os.environ.get(var) or 0)
-                   for trait, var in (("parent_handle", "JPY_PARENT_PID"), ("interrupt", "JPY_INTERRUPT_EVENT"))}
+        # ipykernel's parent poller would end the kernel when the *server* goes (it reads
+        # JPY_PARENT_PID at import, in the server, and then watches for a change of parent);
+        # parent_handle = 1 switches it off, and with it the banner a handle of 0 prints. The
+        # launcher does that watching instead: it ends the kernel when its own parent dies.
+        handles = {"parent_handle": 1, "interrupt": int(os.environ.get("JPY_INTERRUPT_EVENT") or 0)}
         import ipykernel_launcher   # the entry point's file, as sys.argv[0] names it in a cold kernel
 
         sys.argv = [ipykernel_launcher.__file__, *request["args"]]
@@ -119,16 +146,40 @@ def _child(request: dict, fds: list[int]) -> None:
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
+    try:
+        os.write(done, bytes([code & 0xFF]))
+    except OSError:
+        pass
     os._exit(code)
 
 
+def _reply(conn, message: dict) -> None:
+    try:
+        conn.sendall(json.dumps(message).encode())
+    except OSError:   # the launcher gave up waiting: it starts cold, or is gone
+        pass
+
+
+def _close(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def serve(path: str) -> None:
-    """Import :data:`PRELOAD`, listen on the Unix socket ``path`` and fork a kernel per launch."""
+    """Import :data:`PRELOAD`, listen on the Unix socket ``path`` and fork a kernel per launch.
+
+    Single-threaded, so that every fork is of a process with one thread. It exits when the
+    process that started it dies (checked every second), or on SIGTERM.
+    """
     import importlib
 
     global _SERVER_CWD
     _SERVER_CWD = os.path.abspath(os.getcwd())
-    mine = _frozen(os.environ, sys.executable)     # before the backend is set for the imports
+    starter = os.getppid()
+    mine = _frozen(os.environ, sys.executable, _SERVER_CWD)   # before the backend is set for the imports
     os.environ.setdefault("MPLBACKEND", _INLINE)   # as ipykernel sets it before any user code
     for name in PRELOAD:
         importlib.import_module(name)
@@ -137,34 +188,43 @@ def serve(path: str) -> None:
     tmp = f"{path}.{os.getpid()}"
     listener.bind(tmp)
     listener.listen(16)
+    listener.settimeout(1.0)
     os.replace(tmp, path)            # the socket appears only once it accepts
     signal.signal(signal.SIGTERM, lambda *_: (_remove(path), os._exit(0)))
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except socket.timeout:
+            if os.getppid() != starter:   # orphaned: nobody will stop us
+                _remove(path)
+                os._exit(0)
+            continue
+        fds = []
         with conn:
             try:
+                conn.settimeout(30)
                 msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 8)
                 msg += b"".join(iter(lambda: conn.recv(1 << 16), b""))   # the rest, to the launcher's EOF
                 request = json.loads(msg)
-                if len(fds) != 4:
-                    raise ValueError(f"a launch hands over 4 file descriptors, got {len(fds)}")
+                if len(fds) != 5:
+                    raise ValueError(f"a launch hands over 5 file descriptors, got {len(fds)}")
+                theirs = _frozen(request["env"], request["executable"], request["cwd"])
             except Exception as exc:  # noqa: BLE001 - a bad launch must not stop the server
-                conn.sendall(json.dumps({"ok": False, "why": repr(exc)}).encode())
+                _close(fds)
+                _reply(conn, {"ok": False, "why": repr(exc)})
                 continue
-            differ = [k for k, v in _frozen(request["env"], request["executable"]).items() if v != mine[k]]
+            differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             if differ:
-                for fd in fds:
-                    os.close(fd)
-                conn.sendall(json.dumps({"ok": False, "why": f"environment differs on {differ}"}).encode())
+                _close(fds)
+                _reply(conn, {"ok": False, "why": f"environment differs on {differ}"})
                 continue
             pid = os.fork()
             if pid == 0:
                 listener.close()
                 conn.close()
                 _child(request, fds)
-            for fd in fds:
-                os.close(fd)
-            conn.sendall(json.dumps({"ok": True, "pid": pid}).encode())
+            _close(fds)
+            _reply(conn, {"ok": True, "pid": pid})
 
 
 def _remove(path):
@@ -183,47 +243,54 @@ def _cold(args) -> None:
 
 def launch(args: list[str]) -> int:
     """The kernelspec's command: a kernel forked by the warm server, else a cold one (exec)."""
+    import select
+
     path = os.environ.get(SOCKET_VARIABLE)
     if not path or not os.path.exists(path):
         _cold(args)
-    alive_r, alive_w = os.pipe()
+    alive_r, alive_w = os.pipe()   # the child watches alive_r: EOF when this process is gone
+    done_r, done_w = os.pipe()     # only the child holds done_w: EOF (after its status) when it ends
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(30)
             conn.connect(path)
             request = {"args": list(args), "cwd": os.getcwd(), "env": dict(os.environ),
                        "executable": sys.executable}
-            socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2, alive_r])
+            socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2, alive_r, done_w])
             conn.shutdown(socket.SHUT_WR)
             reply = json.loads(b"".join(iter(lambda: conn.recv(65536), b"")) or b"{}")
     except (OSError, ValueError):
         reply = {"ok": False}
     os.close(alive_r)
+    os.close(done_w)
     if not reply.get("ok"):
         os.close(alive_w)
+        os.close(done_r)
         _cold(args)
-    pid = int(reply["pid"])
+    pid = int(reply["pid"])   # the leader of the kernel's process group
 
     def forward(sig, _frame):
         try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
             pass
 
     for sig in _SIGNALS:
         signal.signal(sig, forward)
-    # The child is the server's, not ours: poll for it. And if whoever started us dies, end the
-    # kernel, as a cold kernel's parent poller would.
+    # Wait for the child's end (its status, then EOF on done_r). If whoever started us dies,
+    # end the kernel, as a cold kernel's parent poller would.
     parent = os.getppid()
     while True:
         try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return 0
-        if os.getppid() != parent:
+            ready, _, _ = select.select([done_r], [], [], 0.5)
+        except InterruptedError:
+            continue
+        if ready:   # the status byte comes just before the child's _exit; EOF alone: it died
+            chunk = os.read(done_r, 16)
+            return chunk[-1] if chunk else 1
+        elif os.getppid() != parent:
             forward(signal.SIGKILL, None)
             return 1
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- session
@@ -261,7 +328,7 @@ def start(folder, *, env=None, wait: bool = False, timeout: float = 120.0) -> di
 
 
 def stop(server: dict) -> None:
-    """Stop a server :func:`start` returned (its running kernels are not touched)."""
+    """Stop a server :func:`start` returned (kernels it forked keep running until they end)."""
     proc = server["process"]
     if proc.poll() is None:
         proc.terminate()
