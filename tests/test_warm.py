@@ -16,17 +16,33 @@ import pytest
 from fake_chapters import front_matter
 from ttbook import chapters, warm
 
-PROBE = front_matter() + '''
-# A chapter that reports its process
+def _probe(title: str, report: str, unseeded: str) -> str:
+    """A chapter of the probe's shape: a parameter, a cell that reports, a cell of unseeded draws,
+    a last cell that prints the kernel's parent (what :func:`_run` reads)."""
+    return front_matter() + f'''
+# {title}
 
-```{code-cell} ipython3
+```{{code-cell}} ipython3
 :tags: [parameters]
 
 scale = 1.0    # a number | float
 ```
 
-```{code-cell} ipython3
-import os, sys
+```{{code-cell}} ipython3
+{report}
+```
+
+```{{code-cell}} ipython3
+{unseeded}
+```
+
+```{{code-cell}} ipython3
+print("parent", os.getppid())
+```
+'''
+
+
+PROBE = _probe("A chapter that reports its process", '''import os, sys
 
 import numpy as np
 import torch
@@ -37,43 +53,12 @@ print(torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), os.environ.get
 print(os.path.basename(os.getcwd()), sys.path[:3], sys.argv[0], sys.argv[1])
 print(plt.get_backend())
 fig, ax = plt.subplots(figsize=(2, 2))
-_ = ax.plot([0, 1], [0, scale])
-```
-
-```{code-cell} ipython3
-print(torch.randn(2), np.random.rand(2))   # unseeded: fresh in every process
-```
-
-```{code-cell} ipython3
-print("parent", os.getppid())
-```
-'''
-
+_ = ax.plot([0, 1], [0, scale])''', "print(torch.randn(2), np.random.rand(2))   # unseeded: fresh in every process")
 
 #: for the tests that only ask who started the kernel: nothing heavy to import when it starts cold
-TINY = front_matter() + '''
-# A chapter that only reports its process
+TINY = _probe("A chapter that only reports its process", '''import os
 
-```{code-cell} ipython3
-:tags: [parameters]
-
-scale = 1.0    # a number | float
-```
-
-```{code-cell} ipython3
-import os
-
-print(os.environ.get("OMP_NUM_THREADS"), os.environ.get("WARM_PROBE"))
-```
-
-```{code-cell} ipython3
-print("nothing unseeded here")
-```
-
-```{code-cell} ipython3
-print("parent", os.getppid())
-```
-'''
+print(os.environ.get("OMP_NUM_THREADS"), os.environ.get("WARM_PROBE"))''', 'print("nothing unseeded here")')
 
 
 @pytest.fixture(scope="module")

@@ -845,6 +845,14 @@ def _cost(job) -> float:
     return tc.steps * tc.batch * (tc.n_train + mean_chain) * c.n_layer * c.width
 
 
+def _job_cost(job) -> float:
+    """:func:`_cost` plus the test rollout's, when the worker is asked for one."""
+    c, test = job[0], job[5]
+    per = 2 if c.tokens == "separate" else 1
+    roll = 0.0 if test is None else test[0].shape[0] * (per * test[0].shape[2] + test[2]) * c.n_layer * c.width
+    return _cost(job) + roll
+
+
 def _units(todo, processes: int):
     """The jobs as stacks (:func:`_stack_key`); a stack costing more than a process's share of the
     whole (training, and the test rollout when asked) is split in halves, down to single models, so
@@ -854,14 +862,8 @@ def _units(todo, processes: int):
         groups.setdefault(_stack_key(job[0], job[1]), []).append(i)
     units = list(groups.values())
 
-    def job_cost(job):
-        c, test = job[0], job[5]
-        per = 2 if c.tokens == "separate" else 1
-        roll = 0.0 if test is None else test[0].shape[0] * (per * test[0].shape[2] + test[2]) * c.n_layer * c.width
-        return _cost(job) + roll
-
     def cost(u):
-        return sum(job_cost(todo[i]) for i in u)
+        return sum(_job_cost(todo[i]) for i in u)
 
     share = sum(cost(u) for u in units) / processes
     while True:
@@ -914,7 +916,7 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
             with cpu_threads(None if dev.type == "cuda" else 1):
                 done = [_worker([todo[i] for i in u]) for u in units]
         else:
-            units.sort(key=lambda u: -sum(_cost(todo[i]) for i in u))   # longest first: the pool ends together
+            units.sort(key=lambda u: -sum(_job_cost(todo[i]) for i in u))   # longest first: the pool ends together
             ctx = mp.get_context("spawn")
             with ctx.Pool(min(processes, len(units)), maxtasksperchild=None) as pool:
                 done = pool.map(_worker, [[todo[i] for i in u] for u in units], chunksize=1)
