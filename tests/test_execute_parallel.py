@@ -78,3 +78,59 @@ def test_only_the_cache_mode_is_accepted(tmp_path):
     cfg.write_text(cfg.read_text().replace("execute_notebooks: cache", "execute_notebooks: force"))
     out = tool(root)
     assert out.returncode != 0 and "must set execute: execute_notebooks: cache" in out.stderr
+
+
+PRIORITY = '''
+# Chapter {name}
+
+```{{code-cell}} ipython3
+import os  # chapter {name}
+try:
+    group = open("/proc/self/autogroup").read().split()[-1]
+except OSError:
+    group = "none"
+print("priority", os.getpriority(os.PRIO_PROCESS, 0), group)
+```
+'''
+
+
+@pytest.mark.slow
+def test_the_longest_chapter_keeps_its_priority_and_the_others_yield(tmp_path):
+    """The critical path first: the chapter expected to take longest runs at this process's
+    niceness, every other at the lowest priority, its kernel's session included (warm kernels)."""
+    import os
+
+    from jupyter_cache import get_cache
+
+    root = book(tmp_path / "b", {"a": (0, ""), "b": (0, ""), "c": (0, "")})
+    for name, seconds in (("a", 1), ("b", 90), ("c", 2)):
+        (root / "book" / f"{name}.md").write_text(
+            front_matter(f"runtime:\n  default: {seconds}\n") + PRIORITY.format(name=name))
+    out = tool(root, "--jobs", "2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.index("book/b.md (~90 s)") < out.stdout.index("book/c.md (~2 s)")
+    cache = get_cache(str(root / "_build" / ".jupyter_cache"))
+    seen = {}
+    for record in cache.list_cache_records():
+        nb = cache.get_cache_bundle(record.pk).nb
+        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        _, nice, group = text.split()
+        seen[Path(record.uri).stem] = (int(nice), group)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    low = max(base, 19)
+    assert {k: v[0] for k, v in seen.items()} == {"a": low, "b": base, "c": low}
+    if os.path.exists("/proc/self/autogroup") and os.environ.get("TTBOOK_WARM", "1") != "0":
+        assert seen["a"][1] == seen["c"][1] == str(low)
+    # one chapter at a time: nothing to yield to, so nothing is lowered
+    for name in "abc":
+        path = root / "book" / f"{name}.md"
+        path.write_text(path.read_text().replace("# chapter", "# again, chapter"))
+    assert tool(root, "--jobs", "1").returncode == 0
+    cache = get_cache(str(root / "_build" / ".jupyter_cache"))
+    nices = set()
+    for record in cache.list_cache_records():
+        nb = cache.get_cache_bundle(record.pk).nb
+        if "again" in "".join(c.source for c in nb.cells):
+            text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+            nices.add(int(text.split()[1]))
+    assert nices == {base}

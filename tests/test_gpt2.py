@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -532,10 +533,19 @@ def test_train_many_stacks_equal_training_alone(tmp_path):
         assert gpt2.state_hash(got.model) == gpt2.state_hash(alone.model) and not got.cached
 
 
-def test_train_many_in_processes_equals_training_alone(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_train_many_in_processes_equals_training_alone(tmp_path, threads):
+    """Forked workers (one intra-op thread here) and spawned ones (more) train what train() does."""
     Lam = covariances.identity(D)
     jobs = [(tiny(), tc(steps=8, seed=s), Lam) for s in (0, 1, 2)]
-    many = gpt2.train_many(jobs, cache_dir=tmp_path, processes=2, device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        method = gpt2._pool_context().get_start_method()
+        many = gpt2.train_many(jobs, cache_dir=tmp_path, processes=2, device="cpu")
+    finally:
+        torch.set_num_threads(before)
+    assert method == ("fork" if threads == 1 and sys.platform.startswith("linux") else "spawn")
     assert [t.cached for t in many] == [False] * 3
     for (c, t, L), got in zip(jobs, many):
         alone = gpt2.train(c, t, L, device="cpu", progress=False)

@@ -337,3 +337,51 @@ time.sleep(600)
     starter.wait()
     assert _wait_gone(pid, 15), "the server outlived its starter"
     assert not (tmp_path / "w5" / "warm.sock").exists()
+
+
+NICE_PROBE = _probe("A chapter that reports its priority", '''import os
+
+try:
+    group = open("/proc/self/autogroup").read().split()[-1]
+except OSError:
+    group = "none"
+print(os.getpriority(os.PRIO_PROCESS, 0), group)''', 'print("nothing unseeded here")')
+
+
+def test_a_kernel_takes_its_launchers_priority_warm_or_cold(tmp_path, server):
+    """``make book`` lowers the priority of every chapter but the longest (tools/execute_parallel.py);
+    a cold kernel inherits its launcher's niceness, so a forked one must take it too."""
+    import json
+    import subprocess
+
+    chapter = tmp_path / "probe" / "probe.md"
+    chapter.parent.mkdir()
+    chapter.write_text(NICE_PROBE)
+    script = f'''
+import json, os, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_warm import _run
+env = json.loads(sys.argv[1])
+out = {{}}
+threads = os.environ.get("OMP_NUM_THREADS")
+for name, routing in (("cold", {{}}), ("warm", env), ("launcher, cold", env)):
+    if name == "launcher, cold":   # the server refuses it (other thread variables): the launcher execs
+        os.environ["OMP_NUM_THREADS"] = "2" if threads != "2" else "3"
+    outs, _, parent = _run({str(chapter)!r}, routing)
+    nice, group = outs[2][0][1].split()
+    out[name] = [int(nice), parent, group]
+print(json.dumps([os.getpriority(os.PRIO_PROCESS, 0), os.getpid(), out]))
+'''
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(server["env"])], capture_output=True,
+                          text=True, timeout=240, preexec_fn=lambda: os.nice(3))
+    assert done.returncode == 0, done.stderr[-3000:]
+    nice, _, out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert nice == base + 3
+    assert out["warm"][:2] == [base + 3, server["process"].pid]    # forked by the server, same priority
+    assert out["cold"][0] == base + 3 and out["cold"][1] != server["process"].pid   # the oracle: inherited
+    assert out["launcher, cold"][:2] == out["cold"][:2]
+    # where the scheduler groups by session (Linux autogroups), the launcher gives the session of
+    # its kernel, warm or cold, that niceness too (a kernel Jupyter starts directly keeps its own)
+    if os.path.exists("/proc/self/autogroup"):
+        assert out["warm"][2] == out["launcher, cold"][2] == str(base + 3)

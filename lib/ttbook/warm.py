@@ -13,7 +13,10 @@ What the child cannot change after the fork is what the imports read when they r
 variables (torch and BLAS size their pools from them), ``PYTHONPATH``, ``PYTHONHASHSEED``,
 matplotlib's configuration and the interpreter. A launch whose values differ from the server's,
 or one that finds no server, starts the kernel cold, exactly as before, so a warm kernel is
-only ever a faster way to the same process. Nothing here is imported by the chapters; only the
+only ever a faster way to the same process. The child also takes the launcher's scheduling
+priority (its niceness), as a cold kernel inherits it; a launch with a higher priority than the
+server's starts cold. Both give the kernel's session that niceness too (:func:`session_priority`):
+Linux's autogrouping shares the CPUs between sessions before niceness counts. Nothing here is imported by the chapters; only the
 standard library is imported by the launcher.
 
 The launcher stays alive as the process Jupyter manages: it forwards the signals Jupyter sends
@@ -103,6 +106,12 @@ def _child(request: dict, fds: list[int]) -> None:
             os.killpg(0, signal.SIGKILL)   # the kernel and whatever it started
 
         threading.Thread(target=watch, name="ttbook-warm-launcher", daemon=True).start()
+        # the launcher's scheduling priority, as a cold kernel would inherit it (the server
+        # refuses a launch that asks for a higher priority than its own, which only privilege gives)
+        nice = int(request.get("nice", 0))
+        if nice != os.getpriority(os.PRIO_PROCESS, 0):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        session_priority(nice)   # setsid() above made a new scheduling group: give it the kernel's
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -214,6 +223,8 @@ def serve(path: str) -> None:
                 _reply(conn, {"ok": False, "why": repr(exc)})
                 continue
             differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            if int(request.get("nice", 0)) < os.getpriority(os.PRIO_PROCESS, 0):
+                differ.append("niceness below the server's")
             if differ:
                 _close(fds)
                 _reply(conn, {"ok": False, "why": f"environment differs on {differ}"})
@@ -237,6 +248,25 @@ def _remove(path):
 # --------------------------------------------------------------------------- launcher
 
 
+def session_priority(nice: int) -> None:
+    """Give this process's session the niceness ``nice`` as well, where Linux groups by session.
+
+    With autogrouping (``/proc/sys/kernel/sched_autogroup_enabled``), the scheduler first shares
+    the CPUs equally between sessions and applies a process's niceness only inside its own. Jupyter
+    starts every kernel in a new session, so a kernel's niceness alone would not lower its share
+    against another kernel's; the session's niceness does. Best effort: without autogrouping, or
+    when the kernel refuses the change, nothing happens.
+    """
+    try:
+        with open("/proc/self/autogroup") as f:
+            if int(f.read().split()[-1]) == nice:
+                return
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(nice))
+    except (OSError, ValueError, IndexError):
+        pass
+
+
 def _cold(args) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *args])
 
@@ -245,6 +275,8 @@ def launch(args: list[str]) -> int:
     """The kernelspec's command: a kernel forked by the warm server, else a cold one (exec)."""
     import select
 
+    # Jupyter started this launcher in a new session: a cold kernel (exec'd below) runs in it
+    session_priority(os.getpriority(os.PRIO_PROCESS, 0))
     path = os.environ.get(SOCKET_VARIABLE)
     if not path or not os.path.exists(path):
         _cold(args)
@@ -255,7 +287,7 @@ def launch(args: list[str]) -> int:
             conn.settimeout(30)
             conn.connect(path)
             request = {"args": list(args), "cwd": os.getcwd(), "env": dict(os.environ),
-                       "executable": sys.executable}
+                       "executable": sys.executable, "nice": os.getpriority(os.PRIO_PROCESS, 0)}
             socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2, alive_r, done_w])
             conn.shutdown(socket.SHUT_WR)
             reply = json.loads(b"".join(iter(lambda: conn.recv(65536), b"")) or b"{}")

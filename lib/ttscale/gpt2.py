@@ -64,6 +64,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -817,7 +818,7 @@ def _worker(unit):
     ``unit`` is a list of jobs (config, train_config, Lam, cache_dir, device, test) of one
     :func:`_stack_key`; returns, per job, (whether it came from the cache, training seconds, estimates).
     """
-    if mp.current_process().name != "MainProcess":   # a spawned worker: one intra-op thread
+    if mp.current_process().name != "MainProcess":   # a pool's worker: one intra-op thread
         torch.set_num_threads(1)
     paths = [Path(j[3]) / f"{cache_key(j[0], j[1], j[2])}.pt" for j in unit]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
@@ -874,11 +875,22 @@ def _units(todo, processes: int):
         units += [big[: len(big) // 2], big[len(big) // 2:]]
 
 
+def _pool_context():
+    """Fork, where that is safe: Linux, one intra-op thread (so torch has started no OpenMP pool a
+    child would inherit broken) and CUDA untouched. A forked worker has torch and this module
+    already imported, where a spawned one pays 3-4 CPU-seconds for them first; what it computes is
+    the same, since every model's draws are seeded by its own job. Elsewhere, spawn."""
+    if sys.platform.startswith("linux") and torch.get_num_threads() == 1 and not torch.cuda.is_initialized():
+        return mp.get_context("fork")
+    return mp.get_context("spawn")
+
+
 def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", test=None) -> list[Trained]:
     """:func:`load_or_train` for each ``(config, train_config, Lam)`` in ``jobs``, the missing ones in parallel.
 
-    Models not in ``cache_dir`` are trained by ``processes`` worker processes (spawned, one intra-op
-    thread each) and stored there; then every model is loaded from the cache, in the order of ``jobs``.
+    Models not in ``cache_dir`` are trained by ``processes`` worker processes (forked where that is
+    safe, else spawned; one intra-op thread each) and stored there; then every model is loaded from
+    the cache, in the order of ``jobs``.
     Jobs that differ only in their seed and Λ are trained together as one stack (:func:`train_stack`;
     a stack larger than a process's share of the work is split). Each model is trained exactly as
     :func:`train` would (same seed, same result, bit for bit). On a GPU the stacks are trained one
@@ -917,7 +929,7 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
                 done = [_worker([todo[i] for i in u]) for u in units]
         else:
             units.sort(key=lambda u: -sum(_job_cost(todo[i]) for i in u))   # longest first: the pool ends together
-            ctx = mp.get_context("spawn")
+            ctx = _pool_context()
             with ctx.Pool(min(processes, len(units)), maxtasksperchild=None) as pool:
                 done = pool.map(_worker, [[todo[i] for i in u] for u in units], chunksize=1)
         for u, results in zip(units, done):
