@@ -32,7 +32,9 @@ import argparse
 import concurrent.futures as cf
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,6 +142,26 @@ def main(argv=None) -> int:
     from jupyter_cache import get_cache
 
     conf["cache"].parent.mkdir(parents=True, exist_ok=True)
+    server = None
+    if (not args.dry_run and os.environ.get("TTBOOK_WARM", "1") != "0"
+            and not os.path.exists(os.environ.get("TTBOOK_WARM_SOCKET", ""))):
+        # the kernels fork from one process that has imported torch and matplotlib (ttbook.warm);
+        # it imports them while the chapters are read below (a server this process inherited,
+        # the test suite's, is used as it is)
+        from ttbook import warm
+
+        server = warm.start(tempfile.mkdtemp(prefix="ttbook-warm-"))
+    try:
+        return _main(args, root, conf, server)
+    finally:
+        if server is not None:
+            warm.stop(server)
+            shutil.rmtree(server["folder"], ignore_errors=True)
+
+
+def _main(args, root, conf, server) -> int:
+    from jupyter_cache import get_cache
+
     cache = get_cache(str(conf["cache"]))
     todo = []
     for path in toc_files(root):
@@ -159,26 +181,13 @@ def main(argv=None) -> int:
           + ", ".join(f"{rel[p]} (~{s:.0f} s)" for s, p, _ in todo), flush=True)
     if args.dry_run:
         return 0
-    server = None
-    if os.environ.get("TTBOOK_WARM", "1") != "0" and not os.path.exists(os.environ.get("TTBOOK_WARM_SOCKET", "")):
-        # the kernels fork from one process that has imported torch and matplotlib (ttbook.warm);
-        # the workers below inherit the variables that route them there (a server this process
-        # inherited, the test suite's, is used as it is)
-        import shutil
-        import tempfile
-
+    if server is not None:
         from ttbook import warm
 
-        folder = tempfile.mkdtemp(prefix="ttbook-warm-")
-        server = warm.start(folder, wait=True)   # the first two chapters are the longest: warm them too
-        os.environ.update(server["env"])
+        warm.wait_ready(server)   # the first two chapters are the longest: warm them too
+        os.environ.update(server["env"])   # the workers below inherit what routes kernels there
     start = time.perf_counter()
-    try:
-        failed = _run(todo, conf, cache, rel, start, args.jobs)
-    finally:
-        if server is not None:
-            warm.stop(server)
-            shutil.rmtree(folder, ignore_errors=True)
+    failed = _run(todo, conf, cache, rel, start, args.jobs)
     print(f"execute_parallel: done in {time.perf_counter() - start:.0f} s"
           + (f"; {len(failed)} chapter(s) failed: {', '.join(rel[p] for p in failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
@@ -191,7 +200,10 @@ def _run(todo, conf, cache, rel, start, jobs) -> list:
     from jupyter_cache.cache.db import NbProjectRecord
 
     failed = []
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no inherited DB handles
+    # workers forked from a fresh server process (no inherited DB handles) that has imported what
+    # _execute needs: a spawned worker per chapter would pay that again, 1.2 CPU-s each
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["nbformat", "jupyter_cache.executors.utils"])
     # The longest chapter (the first: todo is longest first) is the build's critical path: it runs
     # at normal priority and every other at the lowest, so that they use the cores it leaves idle
     # (its serial cells) instead of slowing it down, e.g. the GPT-2 chapter's two training processes.

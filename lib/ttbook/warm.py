@@ -48,7 +48,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["PRELOAD", "FROZEN", "start", "stop", "serve", "launch"]
+__all__ = ["PRELOAD", "FROZEN", "start", "wait_ready", "stop", "serve", "launch", "session_priority"]
 
 #: Modules the server imports before it forks: what every chapter's first cell pays for.
 PRELOAD = ("numpy", "scipy.linalg", "scipy.optimize", "scipy.stats", "pandas", "torch",
@@ -336,7 +336,7 @@ def start(folder, *, env=None, wait: bool = False, timeout: float = 120.0) -> di
     ``env`` is the server's environment (default this process's): the kernels it can fork are those
     launched with the same import-time variables (:data:`FROZEN`). ``wait=True`` blocks until the
     server accepts; otherwise launches that come first start cold.
-    Returns ``{"env": {...}, "process": Popen}``.
+    Returns ``{"env": {...}, "process": Popen, "folder": str}``; :func:`wait_ready` waits later.
     """
     folder = Path(folder)
     spec = folder / "share" / "kernels" / "python3"
@@ -349,14 +349,23 @@ def start(folder, *, env=None, wait: bool = False, timeout: float = 120.0) -> di
     _remove(sock)
     proc = subprocess.Popen([sys.executable, "-m", "ttbook.warm", "serve", sock], stdout=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-    if wait:
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
     jupyter_path = os.pathsep.join(filter(None, [str(folder / "share"), os.environ.get("JUPYTER_PATH")]))
-    return {"env": {SOCKET_VARIABLE: sock, "JUPYTER_PATH": jupyter_path}, "process": proc}
+    server = {"env": {SOCKET_VARIABLE: sock, "JUPYTER_PATH": jupyter_path}, "process": proc, "folder": str(folder)}
+    if wait:
+        wait_ready(server, timeout)
+    return server
+
+
+def wait_ready(server: dict, timeout: float = 120.0) -> bool:
+    """Block until a server :func:`start` returned accepts launches (True), or has died or
+    ``timeout`` seconds have passed (False: launches then start cold)."""
+    sock, proc = server["env"][SOCKET_VARIABLE], server["process"]
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(sock):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def stop(server: dict) -> None:
