@@ -134,3 +134,29 @@ def test_the_longest_chapter_keeps_its_priority_and_the_others_yield(tmp_path):
             text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
             nices.add(int(text.split()[1]))
     assert nices == {base}
+
+
+def test_the_order_comes_from_the_front_matter_before_a_cached_time(tmp_path):
+    """A cached time was measured beside another chapter, maybe at the lowest priority: the front
+    matter's time alone comes first; the cached time only where the front matter has none."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("execute_parallel", TOOL)
+    tool_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool_module)
+    timed, untimed = tmp_path / "timed.md", tmp_path / "untimed.md"
+    timed.write_text(front_matter("runtime:\n  default: 7\n") + "# Timed\n")
+    untimed.write_text(front_matter() + "# Untimed\n")
+
+    class Cache:
+        def list_cache_records(self):
+            return [SimpleNamespace(uri=str(p), data={"execution_seconds": 99.0}) for p in (timed, untimed)]
+
+    class Empty:
+        def list_cache_records(self):
+            return []
+
+    assert tool_module.expected_seconds(timed, Cache()) == 7.0
+    assert tool_module.expected_seconds(untimed, Cache()) == 99.0
+    assert tool_module.expected_seconds(untimed, Empty()) == 0.0

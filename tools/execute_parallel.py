@@ -4,8 +4,8 @@ Jupyter Book 1 (myst-nb, ``execute_notebooks: cache``) executes the chapters one
 while it reads them. This step runs first (``make book``): it reads each chapter of ``_toc.yml``
 exactly as myst-nb does (its own MyST-notebook reader with the book's MyST extensions), asks the
 cache (``_build/.jupyter_cache``) whether that notebook is already there, and executes the ones
-that are not, ``--jobs`` at a time (default 2), longest first (by the time of the chapter's
-previous cached run, else its front matter's ``runtime: default``), each in its own process with
+that are not, ``--jobs`` at a time (default 2), longest first (by its front matter's ``runtime:
+default``, else the time of the chapter's previous cached run), each in its own process with
 the settings the build would use (``execute: timeout`` and ``allow_errors`` from ``_config.yml``,
 the kernel in the chapter's folder). Each executed notebook is stored in the cache as myst-nb
 stores it, so the build that follows finds every chapter cached and executes nothing.
@@ -115,18 +115,20 @@ def _execute(path: str, nb_json: str, timeout, allow_errors: bool, nice: int = 0
 
 
 def expected_seconds(path: Path, cache) -> float:
-    """How long the chapter took before: its last cached run, else its front matter's runtime."""
-    times = [r.data.get("execution_seconds") for r in cache.list_cache_records() if Path(r.uri) == path]
-    times = [t for t in times if isinstance(t, (int, float))]
-    if times:
-        return float(times[-1])
+    """How long the chapter takes alone: its front matter's ``runtime: default`` (measured so), else
+    its last cached run. A cached time is second choice because it was measured beside another
+    chapter, and at the lowest priority for all but the longest one."""
     try:
         from ttbook import chapters
 
         runtime = chapters.front_matter(path).get("runtime") or {}
-        return float(runtime.get("default") or 0.0)
+        if isinstance(runtime.get("default"), (int, float)):
+            return float(runtime["default"])
     except Exception:  # noqa: BLE001 - only an ordering hint
-        return 0.0
+        pass
+    times = [r.data.get("execution_seconds") for r in cache.list_cache_records() if Path(r.uri) == path]
+    times = [t for t in times if isinstance(t, (int, float))]
+    return float(times[-1]) if times else 0.0
 
 
 def main(argv=None) -> int:
@@ -139,8 +141,6 @@ def main(argv=None) -> int:
         ap.error("--jobs must be >= 1")
     root = Path(args.root).resolve()
     conf = settings(root)
-    from jupyter_cache import get_cache
-
     conf["cache"].parent.mkdir(parents=True, exist_ok=True)
     server = None
     if (not args.dry_run and os.environ.get("TTBOOK_WARM", "1") != "0"
