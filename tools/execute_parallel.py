@@ -19,9 +19,10 @@ imported torch and matplotlib (:mod:`ttbook.warm`; ``TTBOOK_WARM=0`` starts each
 With more than one job, the longest chapter keeps this process's priority and every other runs
 at the lowest (niceness 19, for its kernel's session too: see :func:`ttbook.warm.session_priority`),
 so the critical path is never slowed by the chapters beside it; they take the cores it leaves
-idle. Measured on the 2-core machine: the GPT-2 chapter's two training processes had shared one
-core with the next chapter's kernel (Linux shares the CPUs between sessions first), and the
-chapters took 3 min 18 s; with the priorities, 3 min 5 s, GPT-2 done after 117 s.
+idle. Measured in clean-clone CI runs on the 2-core machine: without the priorities the GPT-2
+chapter's two training processes shared one core with the next chapter's kernel (Linux shares the
+CPUs between sessions first), and it took 208-227 s, the chapters 228-231 s; with them (and its
+worker pool forked instead of spawned), GPT-2 took 119 s and the chapters 182 s.
 
 Usage: ``python tools/execute_parallel.py [--root DIR] [--jobs N] [--dry-run]``.
 """
