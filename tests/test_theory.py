@@ -192,9 +192,10 @@ def _frobenius_powers(Lam, n, ks, Sigma):
     G = (1 + 1 / n) * Lam + np.trace(Lam) / n * np.eye(d)
     B = np.eye(d) - np.linalg.solve(G, Sigma)
     out, M = [], np.eye(d)
-    for k in range(max(ks) + 1):
-        out.append((M * M).sum())
-        M = B @ M
+    with np.errstate(over="ignore"):   # a diverging chain overflows to inf, as cot_error's must
+        for k in range(max(ks) + 1):
+            out.append((M * M).sum())
+            M = B @ M
     return np.array(out)[ks]
 
 
