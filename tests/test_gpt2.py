@@ -534,18 +534,33 @@ def test_train_many_stacks_equal_training_alone(tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_train_many_in_processes_equals_training_alone(tmp_path, threads):
-    """Forked workers (one intra-op thread here) and spawned ones (more) train what train() does."""
+def test_train_many_in_processes_equals_training_alone(tmp_path, threads, monkeypatch):
+    """Forked workers (one intra-op thread here) and spawned ones (more) train what train() does;
+    a forked worker writes to the file descriptors, not to the parent's (maybe locked) streams."""
     Lam = covariances.identity(D)
     jobs = [(tiny(), tc(steps=8, seed=s), Lam) for s in (0, 1, 2)]
+    pools, real = [], gpt2._pool_context
+
+    class Spy:   # the context train_many really uses, and how it makes its pool
+        def __init__(self):
+            self.ctx = real()
+
+        def get_start_method(self):
+            return self.ctx.get_start_method()
+
+        def Pool(self, *args, **kwargs):
+            pools.append((self.ctx.get_start_method(), kwargs.get("initializer")))
+            return self.ctx.Pool(*args, **kwargs)
+
+    monkeypatch.setattr(gpt2, "_pool_context", Spy)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        method = gpt2._pool_context().get_start_method()
         many = gpt2.train_many(jobs, cache_dir=tmp_path, processes=2, device="cpu")
     finally:
         torch.set_num_threads(before)
-    assert method == ("fork" if threads == 1 and sys.platform.startswith("linux") else "spawn")
+    fork = threads == 1 and sys.platform.startswith("linux")
+    assert pools == [("fork", gpt2._plain_streams) if fork else ("spawn", None)]
     assert [t.cached for t in many] == [False] * 3
     for (c, t, L), got in zip(jobs, many):
         alone = gpt2.train(c, t, L, device="cpu", progress=False)

@@ -385,3 +385,47 @@ print(json.dumps([os.getpriority(os.PRIO_PROCESS, 0), os.getpid(), out]))
     # its kernel, warm or cold, that niceness too (a kernel Jupyter starts directly keeps its own)
     if os.path.exists("/proc/self/autogroup"):
         assert out["warm"][2] == out["launcher, cold"][2] == str(base + 3)
+
+
+def test_a_server_with_a_lower_priority_than_the_launch_refuses_it(tmp_path):
+    """A forked kernel cannot raise its priority above the server's (only privilege can): such a
+    launch starts cold, at the launcher's priority, as a kernel Jupyter starts directly would."""
+    chapter = tmp_path / "probe" / "probe.md"
+    chapter.parent.mkdir()
+    chapter.write_text(NICE_PROBE)
+    srv = warm.start(tmp_path / "w", wait=True)
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, srv["process"].pid, base + 4)   # the server yields, we do not
+        outs, _, parent = _run(chapter, srv["env"])
+    finally:
+        warm.stop(srv)
+    assert parent == os.getpid()                        # cold: papermill's own child
+    assert int(outs[2][0][1].split()[0]) == base
+
+
+def test_a_refused_session_change_is_tried_again(monkeypatch):
+    """Without CAP_SYS_ADMIN Linux takes one autogroup change per 0.1 s, machine-wide (EAGAIN)."""
+    import io
+
+    written, refusals = [], [2]
+
+    class Group(io.StringIO):
+        def __init__(self, mode="r"):
+            super().__init__("/autogroup-7 nice 0\n" if mode == "r" else "")
+            self.mode_ = mode
+
+        def write(self, text):
+            if refusals[0]:
+                refusals[0] -= 1
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            written.append(text)
+            return len(text)
+
+    monkeypatch.setattr(warm, "open", lambda path, mode="r": Group(mode), raising=False)
+    monkeypatch.setattr(warm.time, "sleep", lambda s: None)
+    warm.session_priority(19)
+    assert written == ["19"] and refusals == [0]
+    written.clear()
+    warm.session_priority(0)     # already the session's: nothing written
+    assert written == []

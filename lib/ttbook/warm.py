@@ -255,19 +255,27 @@ def session_priority(nice: int) -> None:
     the CPUs equally between sessions and applies a process's niceness only inside its own. Jupyter
     starts every kernel in a new session, so a kernel's niceness alone would not lower its share
     against another kernel's; the session's niceness does. Best effort: without autogrouping, or
-    when the kernel refuses the change, nothing happens.
+    when the kernel refuses the change, nothing happens. Without CAP_SYS_ADMIN, Linux accepts one
+    such change every 0.1 s on the whole machine and refuses the others with EAGAIN, so a refused
+    write is tried again, for up to a second.
     """
-    try:
-        with open("/proc/self/autogroup") as f:
-            if int(f.read().split()[-1]) == nice:
-                return
-        with open("/proc/self/autogroup", "w") as f:
-            f.write(str(nice))
-    except (OSError, ValueError, IndexError):
-        pass
+    for _ in range(20):
+        try:
+            with open("/proc/self/autogroup") as f:
+                if int(f.read().split()[-1]) == nice:
+                    return
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(nice))
+            return
+        except BlockingIOError:   # another session's change came less than 0.1 s ago
+            time.sleep(0.05)
+        except (OSError, ValueError, IndexError):
+            return
 
 
 def _cold(args) -> None:
+    # Jupyter started this launcher in a new session, which the kernel exec'd here runs in
+    session_priority(os.getpriority(os.PRIO_PROCESS, 0))
     os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *args])
 
 
@@ -275,8 +283,6 @@ def launch(args: list[str]) -> int:
     """The kernelspec's command: a kernel forked by the warm server, else a cold one (exec)."""
     import select
 
-    # Jupyter started this launcher in a new session: a cold kernel (exec'd below) runs in it
-    session_priority(os.getpriority(os.PRIO_PROCESS, 0))
     path = os.environ.get(SOCKET_VARIABLE)
     if not path or not os.path.exists(path):
         _cold(args)

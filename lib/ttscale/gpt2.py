@@ -885,6 +885,15 @@ def _pool_context():
     return mp.get_context("spawn")
 
 
+def _plain_streams():
+    """In a forked worker: write to file descriptors 1 and 2 directly. Forked from a Jupyter kernel,
+    ``sys.stdout`` is ipykernel's stream, whose lock another thread of the kernel may have held at
+    the fork, so the worker's first print or warning could wait forever; the kernel still forwards
+    what reaches its descriptors to the notebook."""
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
 def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", test=None) -> list[Trained]:
     """:func:`load_or_train` for each ``(config, train_config, Lam)`` in ``jobs``, the missing ones in parallel.
 
@@ -930,7 +939,8 @@ def train_many(jobs, *, cache_dir, processes: int = 2, device: str = "auto", tes
         else:
             units.sort(key=lambda u: -sum(_job_cost(todo[i]) for i in u))   # longest first: the pool ends together
             ctx = _pool_context()
-            with ctx.Pool(min(processes, len(units)), maxtasksperchild=None) as pool:
+            init = _plain_streams if ctx.get_start_method() == "fork" else None
+            with ctx.Pool(min(processes, len(units)), maxtasksperchild=None, initializer=init) as pool:
                 done = pool.map(_worker, [[todo[i] for i in u] for u in units], chunksize=1)
         for u, results in zip(units, done):
             for i, (cached, _, est) in zip(u, results):   # the worker says whether it trained
