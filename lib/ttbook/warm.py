@@ -15,8 +15,9 @@ matplotlib's configuration and the interpreter. A launch whose values differ fro
 or one that finds no server, starts the kernel cold, exactly as before, so a warm kernel is
 only ever a faster way to the same process. The child also takes the launcher's scheduling
 priority (its niceness), as a cold kernel inherits it; a launch with a higher priority than the
-server's starts cold. Both give the kernel's session that niceness too (:func:`session_priority`):
-Linux's autogrouping shares the CPUs between sessions before niceness counts. Nothing here is imported by the chapters; only the
+server's starts cold. The forked child, and the launcher before it execs a cold kernel, give the
+kernel's session that niceness too (:func:`session_priority`): Linux's autogrouping shares the
+CPUs between sessions before niceness counts. Nothing here is imported by the chapters; only the
 standard library is imported by the launcher.
 
 The launcher stays alive as the process Jupyter manages: it forwards the signals Jupyter sends
