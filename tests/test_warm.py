@@ -148,10 +148,11 @@ def _wait_gone(pid, seconds=10.0) -> bool:
     return False
 
 
-def test_interrupt_and_kill_reach_the_forked_kernel(server, monkeypatch):
+def _kernel(env, monkeypatch):
+    """A kernel Jupyter starts with these routing variables, and its client, ready."""
     from jupyter_client.manager import KernelManager
 
-    for k, v in server["env"].items():
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
     km = KernelManager(kernel_name="python3")
     km.start_kernel()
@@ -159,6 +160,24 @@ def test_interrupt_and_kill_reach_the_forked_kernel(server, monkeypatch):
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=60)
+    except BaseException:
+        _close(km, kc)
+        raise
+    return km, kc
+
+
+def _close(km, kc):
+    """Stop the client and the kernel, if it is still there."""
+    kc.stop_channels()
+    try:
+        km.shutdown_kernel(now=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+def test_interrupt_and_kill_reach_the_forked_kernel(server, monkeypatch):
+    km, kc = _kernel(server["env"], monkeypatch)
+    try:
         kc.execute("import os; print(os.getpid(), os.getppid())")
         child = parent = None
         while child is None:
@@ -188,11 +207,7 @@ def test_interrupt_and_kill_reach_the_forked_kernel(server, monkeypatch):
         os.kill(launcher, signal.SIGKILL)
         assert _wait_gone(child), "the forked kernel outlived its launcher"
     finally:
-        kc.stop_channels()
-        try:
-            km.shutdown_kernel(now=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        _close(km, kc)
 
 
 def test_the_launcher_refuses_unknown_commands():
@@ -238,19 +253,6 @@ def test_a_local_sweep_forks_its_runs_kernels_from_its_own_server(tmp_path):
     assert df["status"].tolist() == ["ok", "ok"] and df["who_warm"].tolist() == [True, True]
 
 
-def _kernel(env, monkeypatch):
-    from jupyter_client.manager import KernelManager
-
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    return km, kc
-
-
 def _say(kc, code) -> str:
     """Run ``code`` in the kernel; its printed text."""
     kc.execute(code)
@@ -291,11 +293,7 @@ def test_lifecycle_a_broken_launch_and_a_stopped_server_leave_kernels_alone(tmp_
         assert launcher.wait(timeout=30) in (0, 1)
         assert _wait_gone(kid)
     finally:
-        kc.stop_channels()
-        try:
-            km.shutdown_kernel(now=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        _close(km, kc)
         warm.stop(srv)
     # a kernel that ends itself leaves what it started running, warm or cold
     subprocess.run(["kill", "-9", str(child)], capture_output=True)
