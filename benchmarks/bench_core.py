@@ -48,6 +48,24 @@ def paired(fns: dict, repeat: int = 7, budget: float = 20.0) -> dict:
     return best
 
 
+def paired_ratio(numerator, denominator, repeat: int = 7, budget: float = 15.0) -> float:
+    """Median over repeats of t(numerator) / t(denominator), the two run back to back (order
+    alternating): for two functions of nearly equal cost, where the best of a few runs of each can
+    land either side of 1 by noise alone; stops early after ``budget`` seconds (at least 3 pairs)."""
+    ratios = []
+    start = time.perf_counter()
+    for i in range(repeat):
+        times = {}
+        for name in (("num", "den") if i % 2 == 0 else ("den", "num")):
+            t = time.perf_counter()
+            (numerator if name == "num" else denominator)()
+            times[name] = time.perf_counter() - t
+        ratios.append(times["num"] / times["den"])
+        if i >= 2 and time.perf_counter() - start > budget:
+            break
+    return float(np.median(ratios))
+
+
 @torch.no_grad()
 def reference_rollout(V, W, X, y, k):
     """The chain of :func:`ttscale.lsa.rollout` (last column only), written plainly: the token matrix

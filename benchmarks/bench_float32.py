@@ -62,24 +62,11 @@ import torch  # noqa: E402
 
 from ttscale import covariances, lsa, prompts, simulation, theory, wishart  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_core import paired_ratio  # noqa: E402  (median of back-to-back pairs, shared)
+
 MIN_SPEEDUP = 1.3  # float32 must be at least this many times faster ...
 MAX_SHIFT_SE = 0.01  # ... and move the result by less than this many standard errors
-
-
-def paired_ratio(f64, f32, repeat: int = 7, budget: float = 15.0) -> float:
-    """Median over repeats of t(float64) / t(float32), the two run back to back (order alternating)."""
-    ratios = []
-    start = time.perf_counter()
-    for i in range(repeat):
-        times = {}
-        for name in (("64", "32") if i % 2 == 0 else ("32", "64")):
-            t = time.perf_counter()
-            (f64 if name == "64" else f32)()
-            times[name] = time.perf_counter() - t
-        ratios.append(times["64"] / times["32"])
-        if i >= 2 and time.perf_counter() - start > budget:
-            break
-    return float(np.median(ratios))
 
 
 def shift_in_se(e64: np.ndarray, e32: np.ndarray) -> tuple[float, float]:
