@@ -397,10 +397,15 @@ def _iso_parts(d, m, p, s, ks, moments):
     a, b = c.numerator, c.denominator
     big = Fraction(10) ** 300
     signal, coef = np.empty(len(ks)), np.empty(len(ks))
+    top = 2 * max(ks, default=0)
+    pa, pb = [1] * (top + 1), [1] * (top + 1)  # (−a)^j and b^j, exact, each made once
+    for j in range(1, top + 1):
+        pa[j], pb[j] = pa[j - 1] * -a, pb[j - 1] * b
+    am = [pa[j] * moments[j] for j in range(min(top + 1, len(moments)))]  # (−a)^j E tr W^j
     for idx, kk in enumerate(ks):
         # E tr (I − cW)^{2k} = Σ_j C(2k, j) (−c)^j E tr W^j, summed exactly in integers over b^{2k}
-        value = Fraction(sum(comb(2 * kk, j) * (-a) ** j * b ** (2 * kk - j) * moments[j]
-                             for j in range(2 * kk + 1))) / b ** (2 * kk)
+        value = Fraction(sum(comb(2 * kk, j) * am[j] * pb[2 * kk - j]
+                             for j in range(2 * kk + 1))) / pb[2 * kk]
         signal[idx] = float(value) if abs(value) < big else np.inf
         if kk == 0:
             coef[idx] = 0.0
@@ -412,8 +417,9 @@ def _iso_parts(d, m, p, s, ks, moments):
         for i, qi in enumerate(q):
             for j, qj in enumerate(q):
                 g[i + j + 1] += qi * qj
-        nnum = sum(gl * a**l * b ** (2 * kk - 1 - l) * moments[l] for l, gl in enumerate(g) if gl)
-        value = Fraction(p) / m * (Fraction(nnum) / b ** (2 * kk - 1))
+        # a^l = (−1)^l (−a)^l
+        nnum = sum((gl if l % 2 == 0 else -gl) * am[l] * pb[2 * kk - 1 - l] for l, gl in enumerate(g) if gl)
+        value = Fraction(p) / m * (Fraction(nnum) / pb[2 * kk - 1])
         coef[idx] = float(value) if abs(value) < big else np.inf
     return signal, coef
 
@@ -533,11 +539,16 @@ def finite_m_conditional_sd(P, Sigma, m_test: int, k):
     c = Fraction(p) * Fraction(s) / m
     a, b = c.numerator, c.denominator
     out = np.empty(ks.size)
+    top = 2 * k_max
+    single = [wishart.mixed_moment(d, m, (j,)) for j in range(top + 1)]
+    pair = [[None] * i + [wishart.mixed_moment(d, m, (i, j)) for j in range(i, top + 1)] for i in range(top + 1)]
     for idx, kk in enumerate(ks.reshape(-1)):
         n2 = 2 * int(kk)
         w = [comb(n2, j) * (-a) ** j * b ** (n2 - j) for j in range(n2 + 1)]
-        first = sum(w[j] * wishart.mixed_moment(d, m, (j,)) for j in range(n2 + 1))
-        second = sum(w[i] * w[j] * wishart.mixed_moment(d, m, (i, j)) for i in range(n2 + 1) for j in range(n2 + 1))
+        first = sum(w[j] * single[j] for j in range(n2 + 1))
+        # E[p_i p_j] is symmetric in (i, j): the diagonal once, each pair i < j twice (exact integers)
+        second = sum(w[i] * (w[i] * pair[i][i] + 2 * sum(w[j] * pair[i][j] for j in range(i + 1, n2 + 1)))
+                     for i in range(n2 + 1))
         var = Fraction(second, b ** (2 * n2)) - Fraction(first, b**n2) ** 2
         out[idx] = float(var) ** 0.5 if var < Fraction(10) ** 600 else np.inf
     return float(out[0]) if ks.ndim == 0 else out.reshape(ks.shape)

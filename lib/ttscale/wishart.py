@@ -403,18 +403,22 @@ _SAMPLE_KEY = 0x57495348  # "WISH"
 def _merged_parts(rest: tuple, j: int):
     """The loop equation's merge terms: for each distinct part a of ``rest``, the partition with p_j
     and p_a merged into p_{j+a-1} (parts kept in decreasing order) and its coefficient 2a times the
-    multiplicity of a."""
-    previous = None
-    for i, a in enumerate(rest):
-        if a == previous:
-            continue
-        previous = a
-        others = list(rest[:i] + rest[i + 1:])
-        merged, pos = j + a - 1, 0
-        while pos < len(others) and others[pos] >= merged:
-            pos += 1
-        others.insert(pos, merged)
-        yield tuple(others), 2 * a * rest.count(a)
+    multiplicity of a.
+
+    ``rest`` is in decreasing order and ``j`` (>= 1) is at most its smallest part, so the merged
+    part j + a − 1 >= a goes at or before the position of the a it replaces.
+    """
+    n, i = len(rest), 0
+    while i < n:
+        a = rest[i]
+        e = i + 1
+        while e < n and rest[e] == a:  # the run of equal parts a: its length is a's multiplicity
+            e += 1
+        merged, pos = j + a - 1, i
+        while pos > 0 and rest[pos - 1] < merged:
+            pos -= 1
+        yield rest[:pos] + (merged,) + rest[pos:i] + rest[i + 1:], 2 * a * (e - i)
+        i = e
 
 
 def sample_covariances(Sigma, m: int, batch: int, *, seed: int = 0, step: int = 0) -> np.ndarray:
